@@ -1,0 +1,69 @@
+"""The one typed configuration of labtrain: every `LABTRAIN_` variable, read nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABTRAIN_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("./var")
+    database_url: str | None = None  # default: SQLite file labtrain.db in data_dir
+    redis_url: str | None = None  # unset: `labtrain up` starts an embedded Redis under data_dir
+    api_keys: SecretStr | None = None  # "owner:key,owner2:key2"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    # Limits (each refused with a clear 4xx when exceeded).
+    max_params: int = Field(5_000_000, ge=1)
+    max_epochs: int = Field(100_000, ge=1)
+    max_run_seconds: int = Field(6 * 3600, ge=10, description="a run longer than this ends as failed")
+    max_prediction_rows: int = Field(10_000, ge=1)
+
+    # Worker behaviour.
+    checkpoint_seconds: float = Field(30.0, ge=0.0, description="checkpoint at most this often")
+    worker_concurrency: int = Field(1, ge=1)
+    torch_threads: int = Field(0, ge=0, description="0: chosen from the model size")
+
+    # API behaviour.
+    model_cache_size: int = Field(32, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'labtrain.db'}"
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    def api_key_owners(self) -> dict[str, str]:
+        """key → owner, from `owner:key,owner2:key2`; empty when auth is off."""
+        if self.api_keys is None or not self.api_keys.get_secret_value().strip():
+            return {}
+        owners: dict[str, str] = {}
+        for item in self.api_keys.get_secret_value().split(","):
+            owner, sep, key = item.strip().partition(":")
+            if not sep or not owner or not key:
+                raise ValueError("LABTRAIN_API_KEYS must look like owner:key,owner2:key2")
+            owners[key] = owner
+        return owners
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
