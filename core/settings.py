@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(30.0, ge=0.0, description="checkpoint at most this often")
     worker_concurrency: int = Field(1, ge=1)
     torch_threads: int = Field(0, ge=0, description="0: chosen from the model size")
+    heartbeat_stale_seconds: float = Field(
+        300.0, gt=0.0, description="a running experiment silent this long may be taken over by another delivery"
+    )
 
     # API behaviour.
     model_cache_size: int = Field(32, ge=1)
@@ -50,6 +53,13 @@ class Settings(BaseSettings):
     @property
     def embedded_redis_socket(self) -> Path:
         return self.data_dir / "redis.sock"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        """The broker URL: LABTRAIN_REDIS_URL, else the embedded Redis's socket under data_dir."""
+        if self.redis_url:
+            return self.redis_url
+        return f"redis+socket://{self.embedded_redis_socket}"
 
     def api_key_owners(self) -> dict[str, str]:
         """key → owner, from `owner:key,owner2:key2`; empty when auth is off."""

@@ -1,0 +1,47 @@
+"""The FastAPI application factory: `uvicorn --factory api.app:create_app`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routes import experiments, health
+from core.broker import build_celery
+from core.db import create_db_engine, session_factory
+from core.settings import Settings, get_settings
+
+DESCRIPTION = """Train PyTorch models from validated experiment specs.
+
+`POST /experiments` with a spec (the example is the lab report's model22) answers 202 with the
+experiment, `queued`; a worker trains it; `GET /experiments/{id}` and `/metrics` follow it.
+Errors are `{"error": "...", "detail": "..."}`; a 422 adds `errors`, one item per field path."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app for `settings` (default: the environment's LABTRAIN_ variables)."""
+    settings = settings or get_settings()
+    engine = create_db_engine(settings.resolved_database_url)
+    celery = build_celery(settings, "labtrain-api")
+    key_owners = settings.api_key_owners()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+        celery.close()
+
+    app = FastAPI(title="labtrain", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = session_factory(engine)
+    app.state.celery = celery
+    app.state.key_owners = key_owners
+    install_error_handlers(app)
+    app.include_router(experiments.router)
+    app.include_router(health.router)
+    logging.getLogger("labtrain").setLevel(settings.log_level.upper())
+    return app

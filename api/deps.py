@@ -1,0 +1,82 @@
+"""Request dependencies: settings, the unit of work (session + enqueue-after-commit), the owner."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from celery import Celery
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.errors import Unauthorized
+from core.settings import Settings
+
+
+class UnitOfWork:
+    """One request's session. The request dependency owns it: it commits when the handler
+    returns, and only then runs the `after_commit` actions (sending tasks), so a worker never
+    sees a message before the row it names."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._after_commit: list[Callable[[], Any]] = []
+
+    def after_commit(self, action: Callable[[], Any]) -> None:
+        self._after_commit.append(action)
+
+    def commit(self) -> None:
+        self.session.commit()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery
+
+
+def _uow(request: Request) -> Iterator[UnitOfWork]:
+    factory: sessionmaker[Session] = request.app.state.sessionmaker
+    session = factory()
+    uow = UnitOfWork(session)
+    try:
+        yield uow
+        uow.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_owner(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """The owner of the request: "default" with auth off; else the owner of the API key given as
+    `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+    owners: dict[str, str] = request.app.state.key_owners
+    if not owners:
+        return "default"
+    key = x_api_key
+    if key is None and authorization and authorization.lower().startswith("bearer "):
+        key = authorization[7:].strip()
+    if key:
+        for known, owner in owners.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                return owner
+    raise Unauthorized("a valid API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+
+
+# scope="function": the commit (and the enqueue after it) happens before the response is sent.
+UowDep = Annotated[UnitOfWork, Depends(_uow, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+OwnerDep = Annotated[str, Depends(get_owner)]

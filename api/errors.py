@@ -1,0 +1,105 @@
+"""Domain errors carry their HTTP status; one renderer writes every error as
+`{"error": "ExperimentNotFound", "detail": "..."}` (422 adds FastAPI's `errors` field list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ml.spec import SpecInvalid
+
+
+class DomainError(Exception):
+    """An expected failure of a use case; subclasses set the status and name the error."""
+
+    status_code = 400
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def error(self) -> str:
+        return type(self).__name__
+
+
+class ExperimentNotFound(DomainError):
+    status_code = 404
+
+
+class ExperimentFinished(DomainError):
+    status_code = 409
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code = 409
+
+
+class InvalidCursor(DomainError):
+    status_code = 400
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+
+
+class BrokerUnavailable(DomainError):
+    status_code = 503
+
+
+class NotReady(DomainError):
+    status_code = 503
+
+
+def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
+    """The one error envelope."""
+    return JSONResponse({"error": error, "detail": detail, **jsonable_encoder(extra)}, status_code=status)
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+async def _domain(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    response = error_response(exc.status_code, exc.error, exc.detail, **exc.extra)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type", "input")} for e in exc.errors()]
+    return error_response(422, "ValidationError", _validation_detail(errors), errors=errors)
+
+
+async def _spec_invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecInvalid)
+    errors = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors]
+    return error_response(422, "ValidationError", _validation_detail(errors), errors=errors)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    names = {404: "NotFound", 405: "MethodNotAllowed", 401: "Unauthorized", 400: "BadRequest"}
+    response = error_response(exc.status_code, names.get(exc.status_code, "HTTPError"), str(exc.detail))
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(SpecInvalid, _spec_invalid)
+    app.add_exception_handler(StarletteHTTPException, _http)

@@ -1,0 +1,1 @@
+"""Routes declare the HTTP contract and call services; they hold no SQL."""

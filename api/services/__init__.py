@@ -1,0 +1,1 @@
+"""Use cases of the API, between the routes and core's repositories."""

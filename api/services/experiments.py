@@ -1,0 +1,182 @@
+"""Experiment use cases: submit (validated, idempotent, enqueued after commit), read, list,
+metrics, cancel."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import hashlib
+import io
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.deps import UnitOfWork
+from api.errors import BrokerUnavailable, ExperimentFinished, ExperimentNotFound, IdempotencyKeyReused, InvalidCursor
+from api.schemas import epoch_row
+from core.enqueue import enqueue_experiment, queue_for
+from core.repositories import experiments as repo
+from core.repositories import metrics as metrics_repo
+from core.settings import Settings
+from core.tables import TERMINAL_STATUSES, Experiment
+from ml.spec import ExperimentSpec, SpecInvalid, validate_spec
+
+log = logging.getLogger("labtrain.api")
+
+
+def _request_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _enqueue_after_commit(uow: UnitOfWork, celery: Celery, experiment: Experiment) -> None:
+    experiment_id, queue = experiment.id, experiment.queue
+
+    def send() -> None:
+        try:
+            enqueue_experiment(celery, experiment_id, queue)
+        except Exception as exc:  # the row is committed: say how to get it queued
+            log.exception("could not enqueue experiment %s", experiment_id)
+            raise BrokerUnavailable(
+                f"experiment {experiment_id} was stored but could not be queued ({type(exc).__name__}: {exc}); "
+                "send the same request again with the same Idempotency-Key once Redis answers",
+                experiment_id=experiment_id,
+            ) from exc
+
+    uow.after_commit(send)
+
+
+def create_experiment(
+    uow: UnitOfWork,
+    celery: Celery,
+    settings: Settings,
+    *,
+    owner: str,
+    spec: ExperimentSpec,
+    idempotency_key: str | None,
+) -> tuple[Experiment, bool]:
+    """Validate and store a queued experiment, then enqueue it after the commit.
+
+    Returns (experiment, created). A repeated Idempotency-Key with the same spec returns the
+    first experiment (re-enqueued if still queued: a message lost before may be sent again,
+    the claim makes duplicates harmless); with another spec it is refused."""
+    checked = validate_spec(spec, max_params=settings.max_params)
+    if checked.spec.epochs > settings.max_epochs:
+        raise SpecInvalid(
+            [{"loc": ["epochs"], "msg": f"{checked.spec.epochs} epochs is above the limit of "
+              f"{settings.max_epochs} (LABTRAIN_MAX_EPOCHS)", "type": "too_many_epochs"}]
+        )
+    normalized = checked.spec.model_dump(mode="json")
+    digest = _request_hash(normalized)
+    if idempotency_key is not None:
+        existing = repo.get_by_idempotency_key(uow.session, owner, idempotency_key)
+        if existing is not None:
+            return _replay(uow, celery, existing, digest, idempotency_key), False
+    try:
+        experiment = repo.create(
+            uow.session,
+            owner=owner,
+            name=checked.spec.name,
+            spec=normalized,
+            task=checked.task,
+            param_count=checked.param_count,
+            queue=queue_for(checked.spec.device, settings),
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        uow.session.rollback()  # a concurrent request with the same key won the insert
+        existing = repo.get_by_idempotency_key(uow.session, owner, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(uow, celery, existing, digest, idempotency_key), False
+    _enqueue_after_commit(uow, celery, experiment)
+    return experiment, True
+
+
+def _replay(uow: UnitOfWork, celery: Celery, existing: Experiment, digest: str, key: str) -> Experiment:
+    if existing.request_hash != digest:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was already used for experiment {existing.id} with a different spec; "
+            "use a new key for a new experiment"
+        )
+    if existing.status == "queued":
+        _enqueue_after_commit(uow, celery, existing)
+    return existing
+
+
+def get_experiment(session: Session, owner: str, experiment_id: str) -> Experiment:
+    experiment = repo.get(session, experiment_id, owner)
+    if experiment is None:
+        raise ExperimentNotFound(f"no experiment with id {experiment_id!r}")
+    return experiment
+
+
+def encode_cursor(row: Experiment) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, last_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(last_id)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursor(f"cursor {cursor!r} is not one this API returned; pass a next_cursor unchanged") from exc
+
+
+def list_experiments(
+    session: Session,
+    owner: str,
+    *,
+    limit: int,
+    status: str | None,
+    sweep_id: str | None,
+    cursor: str | None,
+) -> tuple[list[Experiment], str | None]:
+    """A page, newest first, and the cursor of the next page (None on the last)."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = repo.list_page(session, owner=owner, limit=limit + 1, status=status, sweep_id=sweep_id, before=before)
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1])
+    return rows, None
+
+
+def read_metrics(session: Session, owner: str, experiment_id: str) -> list[dict[str, Any]]:
+    get_experiment(session, owner, experiment_id)
+    return [epoch_row(r) for r in metrics_repo.list_epochs(session, experiment_id)]
+
+
+def metrics_csv(rows: list[dict[str, Any]]) -> str:
+    """CSV with a header row: epoch, train_loss, val_loss, the metrics (in first-seen order), seconds."""
+    columns: list[str] = ["epoch", "train_loss", "val_loss"]
+    for row in rows:
+        columns += [k for k in row if k not in columns and k != "seconds"]
+    columns.append("seconds")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def cancel_experiment(uow: UnitOfWork, owner: str, experiment_id: str) -> Experiment:
+    """queued → cancelled at once; running → flagged, its worker stops at the next epoch
+    boundary; finished → ExperimentFinished."""
+    session = uow.session
+    experiment = get_experiment(session, owner, experiment_id)
+    if not repo.cancel_queued(session, experiment_id) and not repo.request_cancel(session, experiment_id):
+        session.refresh(experiment)
+        if experiment.status in TERMINAL_STATUSES:
+            raise ExperimentFinished(f"experiment {experiment_id} already ended as {experiment.status}")
+    session.refresh(experiment)
+    return experiment

@@ -1,0 +1,102 @@
+"""The `labtrain` command (Typer). Commands that talk to a running service use HTTP only; the
+ones here start processes (`up`, `worker`) or migrate the database, and import the service's
+code lazily so `labtrain --help` stays fast."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from core.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="labtrain",
+    help="Train PyTorch models from experiment specs over REST.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error[/]: {message}")
+    return typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"LABTRAIN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise fail(f"invalid configuration: {problems}", code=2) from exc
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: LABTRAIN_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: LABTRAIN_PORT, 8000].", min=1, max=65535)] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes to run beside the API.", min=0)] = 1,
+    insecure: Annotated[
+        bool, typer.Option(help="Listen beyond loopback without LABTRAIN_API_KEYS (a trusted network only).")
+    ] = False,
+    grace: Annotated[float, typer.Option(help="Seconds a busy child gets to stop before it is killed.", min=0)] = 10.0,
+) -> None:
+    """Run the service: migrations, Redis (embedded unless LABTRAIN_REDIS_URL), the API and workers."""
+    from cli.up import UpError, serve
+
+    settings = load_settings()
+    try:
+        code = serve(settings, host or settings.host, port or settings.port, workers, insecure, grace)
+    except UpError as exc:
+        raise fail(str(exc), exc.code) from exc
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str | None, typer.Option(help="Comma-separated queues: cpu, gpu [default: gpu,cpu with CUDA, else cpu].")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Experiments trained at once by this worker.", min=1)] = 1,
+) -> None:
+    """Start one worker alone, for more workers here or on hosts sharing the database and Redis."""
+    settings = load_settings()
+    if not settings.redis_url:
+        raise fail(
+            "LABTRAIN_REDIS_URL is not set. A worker started alone cannot find the embedded Redis of "
+            "`labtrain up`: set LABTRAIN_REDIS_URL to the broker the API uses (the URL `labtrain up` prints "
+            "under 'broker', or redis://host:6379/0) and LABTRAIN_DATABASE_URL to its database.",
+            code=2,
+        )
+    from core.db import upgrade_database
+    from worker.run import worker_argv
+
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    try:
+        argv = worker_argv(queues=queue_list, concurrency=concurrency)
+    except ValueError as exc:
+        raise fail(str(exc), code=2) from exc
+    upgrade_database(settings.resolved_database_url)  # a fresh database works from any first process
+    os.execv(argv[0], argv)  # this process becomes the worker: signals and exit code are Celery's
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (`labtrain up` and `labtrain worker` do it themselves)."""
+    from cli.up import hide_password
+    from core.db import upgrade_database
+
+    settings = load_settings()
+    upgrade_database(settings.resolved_database_url)
+    console.print(f"database {hide_password(settings.resolved_database_url)} is at the latest schema")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,218 @@
+"""SQL for experiments: creation, reads, listing, cancel, and the worker's claim/progress/finish.
+
+Worker writes are fenced by `attempt`: a claim increments it, and every later write of that
+run is conditional on it, so a run whose experiment was taken over can no longer write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, false, or_, select, true, update
+from sqlalchemy.orm import Session
+
+from core.tables import Experiment, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    attempt: int
+    resumed: bool  # the experiment had been running under an earlier attempt
+
+
+def create(
+    session: Session,
+    *,
+    owner: str,
+    name: str,
+    spec: dict[str, Any],
+    task: str,
+    param_count: int,
+    queue: str,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    sweep_id: str | None = None,
+    dataset_id: str | None = None,
+) -> Experiment:
+    """Insert a queued experiment (flushed, so a duplicate idempotency key raises IntegrityError here)."""
+    experiment = Experiment(
+        owner=owner,
+        name=name,
+        status="queued",
+        spec=spec,
+        task=task,
+        param_count=param_count,
+        queue=queue,
+        epochs_done=0,
+        attempt=0,
+        cancel_requested=False,
+        test_evaluations=0,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        sweep_id=sweep_id,
+        dataset_id=dataset_id,
+        created_at=utcnow(),
+    )
+    session.add(experiment)
+    session.flush()
+    return experiment
+
+
+def get(session: Session, experiment_id: str, owner: str | None = None) -> Experiment | None:
+    """One experiment; with `owner`, only if it belongs to that owner."""
+    stmt = select(Experiment).where(Experiment.id == experiment_id)
+    if owner is not None:
+        stmt = stmt.where(Experiment.owner == owner)
+    return session.scalars(stmt).one_or_none()
+
+
+def get_by_idempotency_key(session: Session, owner: str, key: str) -> Experiment | None:
+    stmt = select(Experiment).where(Experiment.owner == owner, Experiment.idempotency_key == key)
+    return session.scalars(stmt).one_or_none()
+
+
+def list_page(
+    session: Session,
+    *,
+    owner: str,
+    limit: int,
+    status: str | None = None,
+    sweep_id: str | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> list[Experiment]:
+    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+    stmt = select(Experiment).where(Experiment.owner == owner)
+    if status is not None:
+        stmt = stmt.where(Experiment.status == status)
+    if sweep_id is not None:
+        stmt = stmt.where(Experiment.sweep_id == sweep_id)
+    if before is not None:
+        created_at, last_id = before
+        stmt = stmt.where(
+            or_(
+                Experiment.created_at < created_at,
+                and_(Experiment.created_at == created_at, Experiment.id < last_id),
+            )
+        )
+    stmt = stmt.order_by(Experiment.created_at.desc(), Experiment.id.desc()).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def cancel_queued(session: Session, experiment_id: str) -> bool:
+    """queued → cancelled at once; False when it was not queued any more."""
+    result = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    )
+    return result.rowcount == 1
+
+
+def request_cancel(session: Session, experiment_id: str) -> bool:
+    """Flag a running experiment; its worker stops at the next epoch boundary."""
+    result = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, Experiment.status == "running")
+        .values(cancel_requested=True)
+    )
+    return result.rowcount == 1
+
+
+def claim(session: Session, experiment_id: str, *, worker: str, stale_before: datetime, takeover: bool) -> Claim | None:
+    """The one conditional UPDATE that gives a run its experiment: queued → running, attempt + 1.
+
+    A running experiment is taken over (to resume from its checkpoint) only when its heartbeat
+    is older than `stale_before`, or when `takeover` says the message was redelivered because
+    the process that held it died. Returns None when there was nothing to claim."""
+    now = utcnow()
+    running_but_lost = and_(
+        Experiment.status == "running",
+        or_(Experiment.heartbeat_at < stale_before, Experiment.heartbeat_at.is_(None), true() if takeover else false()),
+    )
+    row = session.execute(
+        update(Experiment)
+        .where(Experiment.id == experiment_id, or_(Experiment.status == "queued", running_but_lost))
+        .values(status="running", attempt=Experiment.attempt + 1, worker=worker, heartbeat_at=now)
+        .returning(Experiment.attempt, Experiment.started_at)
+    ).one_or_none()
+    if row is None:
+        return None
+    attempt, started_at = row
+    if started_at is None:
+        session.execute(update(Experiment).where(Experiment.id == experiment_id).values(started_at=now))
+    return Claim(attempt=attempt, resumed=attempt > 1)
+
+
+def _ours(experiment_id: str, attempt: int) -> Any:
+    return and_(Experiment.id == experiment_id, Experiment.attempt == attempt, Experiment.status == "running")
+
+
+def record_progress(
+    session: Session,
+    experiment_id: str,
+    attempt: int,
+    *,
+    epochs_done: int,
+    latest: dict[str, Any] | None,
+    best: dict[str, Any] | None,
+    device: str | None = None,
+) -> bool:
+    """Progress and heartbeat of the run holding `attempt`; False when the run lost the experiment."""
+    values: dict[str, Any] = {
+        "epochs_done": epochs_done,
+        "latest_metrics": latest,
+        "best_metrics": best,
+        "heartbeat_at": utcnow(),
+    }
+    if device is not None:
+        values["device"] = device
+    result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
+    return result.rowcount == 1
+
+
+def touch(session: Session, experiment_id: str, attempt: int) -> bool:
+    """Refresh the heartbeat; True when `attempt` still holds the experiment (the row stays
+    locked until the caller commits, so a write made in the same transaction is fenced)."""
+    result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(heartbeat_at=utcnow()))
+    return result.rowcount == 1
+
+
+def poll_control(session: Session, experiment_id: str, attempt: int) -> tuple[bool, bool]:
+    """(cancel requested, still held by this attempt), read in one statement."""
+    row = session.execute(
+        select(Experiment.cancel_requested, Experiment.attempt, Experiment.status).where(
+            Experiment.id == experiment_id
+        )
+    ).one_or_none()
+    if row is None:
+        return True, False
+    cancel, current_attempt, status = row
+    return bool(cancel), current_attempt == attempt and status == "running"
+
+
+def finish(
+    session: Session,
+    experiment_id: str,
+    attempt: int,
+    *,
+    status: str,
+    error: str | None = None,
+    device: str | None = None,
+    train_seconds: float | None = None,
+    epochs_done: int | None = None,
+    best: dict[str, Any] | None = None,
+) -> bool:
+    """The one terminal status of the run holding `attempt`; False when it no longer held it."""
+    values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow()}
+    if device is not None:
+        values["device"] = device
+    if train_seconds is not None:
+        values["train_seconds"] = train_seconds
+    if epochs_done is not None:
+        values["epochs_done"] = epochs_done
+    if best:
+        values["best_metrics"] = best
+    result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
+    return result.rowcount == 1

@@ -1,0 +1,47 @@
+"""SQL for the per-epoch metrics of experiments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.tables import EpochMetric, utcnow
+
+
+def add_epoch(
+    session: Session,
+    experiment_id: str,
+    *,
+    epoch: int,
+    train_loss: float | None,
+    val_loss: float | None,
+    metrics: dict[str, Any],
+    seconds: float,
+) -> None:
+    session.add(
+        EpochMetric(
+            experiment_id=experiment_id,
+            epoch=epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            metrics=metrics,
+            seconds=seconds,
+            created_at=utcnow(),
+        )
+    )
+    session.flush()
+
+
+def delete_after(session: Session, experiment_id: str, epoch: int) -> int:
+    """Drop the epochs after `epoch` (a resumed run trains them again); returns how many."""
+    result = session.execute(
+        delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id, EpochMetric.epoch > epoch)
+    )
+    return result.rowcount
+
+
+def list_epochs(session: Session, experiment_id: str) -> list[EpochMetric]:
+    stmt = select(EpochMetric).where(EpochMetric.experiment_id == experiment_id).order_by(EpochMetric.epoch)
+    return list(session.scalars(stmt))

@@ -1,0 +1,100 @@
+"""Optimizers over one flat parameter buffer: one update for the whole network per step.
+
+The network's parameters are views into a single flat tensor (see `flatten_parameters`), so an
+SGD, Adam, AdamW or RMSprop step is a handful of tensor operations whatever the depth, instead
+of several per parameter. The formulas are torch.optim's (tests check equality step by step);
+the state is a few named flat tensors, which makes checkpoints trivial.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ml.spec import OptimizerSpec
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+RMSPROP_ALPHA = 0.99
+RMSPROP_EPS = 1e-8
+
+
+def flatten_parameters(network: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move every parameter into one flat buffer and point `.data` and `.grad` at views of
+    flat buffers; returns (flat parameters, flat gradients). Autograd then accumulates straight
+    into the flat gradient, and the hand-written backward writes into the same views."""
+    params = list(network.parameters())
+    total = sum(p.numel() for p in params)
+    device, dtype = params[0].device, params[0].dtype
+    flat = torch.empty(total, device=device, dtype=dtype)
+    grad = torch.zeros(total, device=device, dtype=dtype)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        flat[offset : offset + n].copy_(p.data.reshape(-1))
+        p.data = flat[offset : offset + n].view_as(p)
+        p.grad = grad[offset : offset + n].view_as(p)
+        offset += n
+    return flat, grad
+
+
+class FlatOptimizer:
+    def __init__(self, spec: OptimizerSpec, params: torch.Tensor) -> None:
+        self.name = spec.name
+        self.lr = spec.lr
+        self.momentum = spec.momentum or 0.0
+        self.weight_decay = spec.weight_decay
+        self.steps = 0
+        self.state: dict[str, torch.Tensor] = {}
+        zeros = torch.zeros_like
+        if self.name in ("adam", "adamw"):
+            self.state = {"exp_avg": zeros(params), "exp_avg_sq": zeros(params)}
+        elif self.name == "rmsprop":
+            self.state = {"square_avg": zeros(params)}
+        if self.momentum and self.name in ("sgd", "rmsprop"):
+            self.state["momentum_buffer"] = zeros(params)
+
+    @torch.no_grad()
+    def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
+        """One update of the flat parameters p from the flat gradient g (g may be modified)."""
+        self.steps += 1
+        lr, wd = self.lr, self.weight_decay
+        if self.name == "adamw":
+            if wd:
+                p.mul_(1.0 - lr * wd)
+        elif wd:
+            g = g.add(p, alpha=wd)  # L2 penalty, as torch.optim's weight_decay
+        if self.name in ("adam", "adamw"):
+            b1, b2 = ADAM_BETAS
+            m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+            m.lerp_(g, 1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            step_size = lr / (1.0 - b1**self.steps)
+            denom = (v.sqrt() / math.sqrt(1.0 - b2**self.steps)).add_(ADAM_EPS)
+            p.addcdiv_(m, denom, value=-step_size)
+        elif self.name == "rmsprop":
+            sq = self.state["square_avg"]
+            sq.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1.0 - RMSPROP_ALPHA)
+            avg = sq.sqrt().add_(RMSPROP_EPS)
+            if self.momentum:
+                buf = self.state["momentum_buffer"]
+                buf.mul_(self.momentum).addcdiv_(g, avg)
+                p.add_(buf, alpha=-lr)
+            else:
+                p.addcdiv_(g, avg, value=-lr)
+        else:  # sgd
+            if self.momentum:
+                buf = self.state["momentum_buffer"]
+                buf.mul_(self.momentum).add_(g)
+                g = buf
+            p.add_(g, alpha=-lr)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"opt.{k}": v for k, v in self.state.items()} | {"opt.steps": torch.tensor(self.steps)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for k in self.state:
+            self.state[k].copy_(tensors[f"opt.{k}"])
+        self.steps = int(tensors["opt.steps"])

@@ -1,0 +1,50 @@
+"""The worker's Celery app: `celery -A worker.celery_app worker` (see worker/run.py).
+
+Tasks are idempotent (the database row is the truth and the claim is conditional), which is
+what makes `acks_late` + `task_reject_on_worker_lost` safe: a message whose worker died is
+delivered again and the run resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.signals import setup_logging, worker_process_init
+
+from core.broker import build_celery
+from core.db import dispose_engines
+from core.settings import get_settings
+
+settings = get_settings()
+
+celery_app = build_celery(settings, "labtrain-worker")
+celery_app.conf.update(
+    include=["worker.tasks"],
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,  # long tasks: never hold a second message while training
+    task_soft_time_limit=settings.max_run_seconds,  # recorded as failed by the task
+    task_time_limit=settings.max_run_seconds + 120,  # the hard stop if the soft one is ignored
+    worker_concurrency=settings.worker_concurrency,
+    worker_hijack_root_logger=False,
+    worker_max_memory_per_child=None,
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+)
+
+
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """One plain format on stderr at LABTRAIN_LOG_LEVEL, instead of Celery taking the root logger."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+    )
+
+
+@worker_process_init.connect
+def _init_child(**_: Any) -> None:
+    """A forked pool child: drop inherited database connections, import the training code now
+    so the first experiment does not pay for importing torch."""
+    dispose_engines()
+    import ml.train  # noqa: F401

@@ -1,0 +1,237 @@
+"""Run one experiment: claim its row, resume from its checkpoint if it has one, train through
+`ml.train`, write every epoch, and end with exactly one terminal status.
+
+Every database write is its own short `session_scope()` (the worker never holds a transaction
+open while training), and every write after the claim is fenced by the claimed `attempt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from core.db import session_scope
+from core.repositories import artifacts
+from core.repositories import experiments as experiments_repo
+from core.repositories import metrics as metrics_repo
+from core.settings import Settings, get_settings
+from core.tables import utcnow
+from ml.results import EpochResult, TrainResult
+
+log = logging.getLogger("labtrain.worker")
+
+CANCEL_POLL_SECONDS = 0.3  # at most this often a should_stop() reads the cancel flag
+SMALL_MODEL_PARAMS = 200_000  # below this one thread is fastest (the work per op is tiny)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe metrics: non-finite numbers become null."""
+    return {k: (_finite(v) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def epoch_metrics(row: EpochResult | dict[str, Any]) -> dict[str, Any]:
+    """The validation metrics of one epoch as stored in latest/best: val_loss, the task's metrics, epoch."""
+    if isinstance(row, EpochResult):
+        return _clean({"epoch": row.epoch, "val_loss": row.val_loss, **row.metrics})
+    return _clean(row)
+
+
+def is_better(new: dict[str, Any], best: dict[str, Any] | None) -> bool:
+    """Higher validation accuracy, else lower validation RMSE, else lower validation loss."""
+    if not best:
+        return True
+    for key, higher in (("val_accuracy", True), ("val_rmse", False), ("val_loss", False)):
+        a, b = new.get(key), best.get(key)
+        if a is None or b is None:
+            continue
+        return a > b if higher else a < b
+    return False
+
+
+def _has_conv(spec: dict[str, Any]) -> bool:
+    models = [spec.get("model") or {}, *((spec.get("model") or {}).get("heads") or {}).values()]
+    return any((m or {}).get("type") == "cnn" for m in models)
+
+
+def choose_threads(spec: dict[str, Any], param_count: int, settings: Settings) -> int:
+    """Torch threads for one training process: 1 for small dense networks (a step is overhead,
+    not arithmetic), else this host's cores shared among the worker's processes."""
+    if settings.torch_threads:
+        return settings.torch_threads
+    if param_count < SMALL_MODEL_PARAMS and not _has_conv(spec):
+        return 1
+    return max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
+
+
+class Run:
+    """The callbacks `ml.train.train` calls, bound to one claimed attempt."""
+
+    def __init__(self, experiment_id: str, attempt: int, best: dict[str, Any] | None) -> None:
+        self.experiment_id = experiment_id
+        self.attempt = attempt
+        self.best = best
+        self.lost = False  # another attempt took the experiment over: write nothing more
+        self.cancelled = False
+        self._last_poll = 0.0
+
+    def on_epoch(self, result: EpochResult) -> None:
+        if self.lost:
+            return
+        latest = epoch_metrics(result)
+        if is_better(latest, self.best):
+            self.best = latest
+        with session_scope() as session:
+            if not experiments_repo.touch(session, self.experiment_id, self.attempt):
+                self.lost = True
+                return
+            metrics_repo.add_epoch(
+                session,
+                self.experiment_id,
+                epoch=result.epoch,
+                train_loss=_finite(result.train_loss),
+                val_loss=_finite(result.val_loss),
+                metrics=_clean(result.metrics),
+                seconds=result.seconds,
+            )
+            experiments_repo.record_progress(
+                session, self.experiment_id, self.attempt, epochs_done=result.epoch, latest=latest, best=self.best
+            )
+
+    def should_stop(self) -> bool:
+        if self.lost or self.cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_poll < CANCEL_POLL_SECONDS:
+            return False
+        self._last_poll = now
+        with session_scope() as session:
+            cancel, ours = experiments_repo.poll_control(session, self.experiment_id, self.attempt)
+        self.lost = not ours
+        self.cancelled = cancel
+        return self.lost or self.cancelled
+
+    def on_checkpoint(self, blob: bytes, epoch: int) -> None:
+        if self.lost:
+            return
+        with session_scope() as session:
+            if not experiments_repo.touch(session, self.experiment_id, self.attempt):
+                self.lost = True
+                return
+            artifacts.put(session, self.experiment_id, "checkpoint", blob, epoch=epoch)
+
+
+def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes | None, dict[str, Any] | None]:
+    """For a taken-over run: its checkpoint (or None to start over), with the history after the
+    checkpoint dropped so the epochs trained again are not recorded twice."""
+    from ml.train import checkpoint_epoch
+
+    checkpoint = artifacts.get(session, experiment_id, "checkpoint")
+    blob = checkpoint.data if checkpoint is not None else None
+    done = checkpoint_epoch(blob) if blob is not None else 0
+    metrics_repo.delete_after(session, experiment_id, done)
+    rows = metrics_repo.list_epochs(session, experiment_id)
+    best: dict[str, Any] | None = None
+    latest: dict[str, Any] | None = None
+    for row in rows:
+        latest = epoch_metrics({"epoch": row.epoch, "val_loss": row.val_loss, **row.metrics})
+        if is_better(latest, best):
+            best = latest
+    experiments_repo.record_progress(session, experiment_id, attempt, epochs_done=done, latest=latest, best=best)
+    return blob, best
+
+
+def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -> str:
+    """Claim and train `experiment_id`; returns "skipped" when there was nothing to claim, else
+    the terminal status this run wrote ("lost" if another attempt took it over)."""
+    settings = get_settings()
+    with session_scope() as session:
+        stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
+        claim = experiments_repo.claim(
+            session, experiment_id, worker=worker, stale_before=stale_before, takeover=takeover
+        )
+        if claim is None:
+            log.info("experiment %s: nothing to claim (already taken, finished or unknown)", experiment_id)
+            return "skipped"
+        row = experiments_repo.get(session, experiment_id)
+        assert row is not None
+        spec_payload, param_count, cancel = row.spec, row.param_count, row.cancel_requested
+        resume_from, best = _resume_point(session, experiment_id, claim.attempt) if claim.resumed else (None, None)
+    attempt = claim.attempt
+    log.info("experiment %s: attempt %d on %s%s", experiment_id, attempt, worker, " (resumed)" if claim.resumed else "")
+
+    if cancel:  # cancelled while its previous worker was dying
+        return _finish(experiment_id, attempt, status="cancelled")
+
+    from ml.spec import ExperimentSpec
+    from ml.train import train
+
+    run = Run(experiment_id, attempt, best)
+    spec = ExperimentSpec.model_validate(spec_payload)
+    device = settings.device if spec.device == "auto" else spec.device
+    try:
+        result: TrainResult = train(
+            spec,
+            device=device,
+            on_epoch=run.on_epoch,
+            should_stop=run.should_stop,
+            on_checkpoint=run.on_checkpoint,
+            checkpoint_seconds=settings.checkpoint_seconds,
+            resume_from=resume_from,
+            threads=choose_threads(spec_payload, param_count, settings),
+        )
+    except SoftTimeLimitExceeded:
+        return _finish(
+            experiment_id,
+            attempt,
+            status="failed",
+            error=f"the run took longer than the limit of {settings.max_run_seconds} s (LABTRAIN_MAX_RUN_SECONDS)",
+        )
+    except Exception as exc:
+        log.exception("experiment %s failed", experiment_id)
+        return _finish(experiment_id, attempt, status="failed", error=f"{type(exc).__name__}: {exc}")
+
+    if run.lost:
+        log.warning("experiment %s: attempt %d was taken over; its result is dropped", experiment_id, attempt)
+        return "lost"
+    best = _clean(result.best) if result.best else run.best
+    return _finish(
+        experiment_id,
+        attempt,
+        status=result.status,
+        error=result.error,
+        device=result.device,
+        train_seconds=result.train_seconds,
+        epochs_done=result.epochs_done,
+        best=best,
+        artifact=result.artifact,
+    )
+
+
+def _finish(
+    experiment_id: str,
+    attempt: int,
+    *,
+    status: str,
+    error: str | None = None,
+    artifact: bytes | None = None,
+    **values: Any,
+) -> str:
+    with session_scope() as session:
+        if not experiments_repo.touch(session, experiment_id, attempt):
+            return "lost"
+        if artifact is not None:
+            artifacts.put(session, experiment_id, "model", artifact, epoch=values.get("epochs_done"))
+        artifacts.remove(session, experiment_id, "checkpoint")  # a finished run never resumes
+        experiments_repo.finish(session, experiment_id, attempt, status=status, error=error, **values)
+    log.info("experiment %s: %s%s", experiment_id, status, f" ({error})" if error else "")
+    return status

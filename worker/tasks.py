@@ -1,0 +1,18 @@
+"""The named tasks. Thin: ids in, the row re-read and claimed in worker/runner.py."""
+
+from __future__ import annotations
+
+from celery import Task
+
+from core.broker import TRAIN_TASK
+from worker.celery_app import celery_app
+from worker.runner import run_experiment
+
+
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train_experiment(self: Task, experiment_id: str) -> str:
+    """Train one experiment to a terminal status; returns what happened (for the worker's log)."""
+    # A redelivered message means the process that held it died (acks_late + reject on worker
+    # lost, or the visibility timeout): its run may be taken over and resumed at once.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return run_experiment(experiment_id, worker=self.request.hostname or "worker", takeover=redelivered)
