@@ -277,10 +277,7 @@ def _dataset_info(
         params = builtin.params.model_validate(ds.params)
     except ValidationError as exc:
         raise SpecInvalid(
-            [
-                {"loc": ["dataset", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-                for e in exc.errors()
-            ]
+            [{"loc": ["dataset", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         ) from None
     return describe_builtin(ds.name, params.model_dump()), params.model_dump()
 
@@ -326,7 +323,9 @@ def plan_network(spec: ExperimentSpec, info: DatasetInfo) -> L.NetworkPlan:
     names = [t.name for t in info.targets]
     for head in m.heads or {}:
         if head not in names:
-            raise _error(("model", "heads", head), f"{info.name} has no target {head!r}; its targets: {', '.join(names)}")
+            raise _error(
+                ("model", "heads", head), f"{info.name} has no target {head!r}; its targets: {', '.join(names)}"
+            )
 
     base = m.base()
     body = _stack(base, info.input_shape, ("model",), "the model")
@@ -358,9 +357,7 @@ def plan_network(spec: ExperimentSpec, info: DatasetInfo) -> L.NetworkPlan:
 
 def _stack(arch: ArchitectureSpec, shape: tuple[int, ...], loc: tuple[str, ...], where: str) -> L.Stack:
     try:
-        convs = L.conv_stack(
-            shape, arch.conv_layers, arch.filters, arch.kernel_size, arch.activation, arch.pool, where
-        )
+        convs = L.conv_stack(shape, arch.conv_layers, arch.filters, arch.kernel_size, arch.activation, arch.pool, where)
     except L.PlanError as exc:
         raise _error((*loc, exc.field), exc.message) from None
     return L.join(convs, L.dense_stack(convs.output_shape, arch.dense_widths, arch.activation))

@@ -33,6 +33,7 @@ from ml.results import EpochResult, TrainResult
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 
 EVAL_CHUNK = 8192  # validation rows per forward pass
+CORES = torch.get_num_threads()  # PyTorch's own choice, read before any run changes it
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -44,11 +45,11 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def default_threads(param_count: int, has_conv: bool) -> int:
-    """Small dense models run fastest on one thread (a step is overhead, not arithmetic);
-    convolutions and large models use the cores."""
-    if has_conv or param_count > 200_000:
-        return torch.get_num_threads()
-    return 1
+    """Small models run fastest on one thread: a step is overhead, not arithmetic, and worker
+    processes share the cores (measured in bench/README.md: the report's CNN ran 5x slower on
+    two threads beside another busy process). Large models use the cores."""
+    limit = 200_000 if not has_conv else 1_000_000
+    return 1 if param_count <= limit else CORES
 
 
 def checkpoint_epoch(blob: bytes) -> int:

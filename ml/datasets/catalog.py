@@ -26,7 +26,7 @@ PALETTE: tuple[tuple[str, tuple[float, float, float]], ...] = (
     ("orange", (1.0, 0.5, 0.0)),
     ("purple", (0.5, 0.0, 1.0)),
     ("white", (1.0, 1.0, 1.0)),
-    ("gray", (0.5, 0.5, 0.5)),
+    ("lime", (0.5, 1.0, 0.0)),
 )
 # house_prices: the numeric Ames columns used as inputs, in this order (see ml/datasets/tabular.py).
 HOUSE_FEATURES = (
@@ -157,11 +157,18 @@ BUILTINS: dict[str, Builtin] = {
     "spirals": Builtin(
         "spirals", PlaneParams, _plane("spirals", "Two interleaved spirals."), "ml.datasets.plane:spirals"
     ),
-    "moons": Builtin("moons", PlaneParams, _plane("moons", "Two interleaving half circles."), "ml.datasets.plane:moons"),
+    "moons": Builtin(
+        "moons", PlaneParams, _plane("moons", "Two interleaving half circles."), "ml.datasets.plane:moons"
+    ),
     "circles": Builtin(
         "circles", PlaneParams, _plane("circles", "A circle inside another."), "ml.datasets.plane:circles"
     ),
-    "xor": Builtin("xor", PlaneParams, _plane("xor", "Four Gaussian blobs, opposite corners share a class."), "ml.datasets.plane:xor"),
+    "xor": Builtin(
+        "xor",
+        PlaneParams,
+        _plane("xor", "Four Gaussian blobs, opposite corners share a class."),
+        "ml.datasets.plane:xor",
+    ),
     "digits": Builtin("digits", DigitsParams, _digits, "ml.datasets.images:digits"),
     "colored_digits": Builtin("colored_digits", ColoredDigitsParams, _colored, "ml.datasets.images:colored_digits"),
     "house_prices": Builtin("house_prices", HousePricesParams, _house, "ml.datasets.tabular:house_prices"),

@@ -38,7 +38,8 @@ def _check_labels(y: np.ndarray, classes: tuple[str, ...], what: str) -> None:
     counts = np.bincount(y, minlength=len(classes))
     small = [f"{c!r} ({k} row)" for c, k in zip(classes, counts, strict=True) if k < 2]
     if small:
-        raise DatasetError(f"{what}: every class needs at least 2 rows; too few for {', '.join(small)}")
+        more = f" and {len(small) - 5} more" if len(small) > 5 else ""  # an id column would list them all
+        raise DatasetError(f"{what}: every class needs at least 2 rows; too few for {', '.join(small[:5])}{more}")
 
 
 def _labels_of(values: np.ndarray, what: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
@@ -87,7 +88,7 @@ def _read_table(data: bytes, max_rows: int | None) -> tuple[list[str], list[list
             nrows=None if max_rows is None else max_rows + 2,
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DatasetError(f"the file is not a readable CSV: {exc}") from exc
+        raise DatasetError(f"the file is not a readable CSV: {str(exc).strip()}") from exc
     header = [str(h).strip() for h in table.iloc[0].fillna("")]
     if max_rows is not None and len(table) - 1 > max_rows:
         raise DatasetError(f"the file has more than {max_rows} data rows, the limit for an upload")
@@ -181,12 +182,18 @@ def from_npz(data: bytes, *, name: str = "upload") -> Dataset:
 
     y of an integer dtype (or float holding at most 20 distinct integers) is a classification
     with classes the sorted labels as text; other float y is a regression."""
+    # Look at the magic bytes first: np.load would otherwise read a pickle's header and answer
+    # with advice to unpickle it, which is never an option here.
+    if data.startswith(b"\x93NUMPY"):
+        raise DatasetError("the file is a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
+    if not data.startswith(b"PK"):
+        raise DatasetError("the file is not a readable .npz archive: write one with np.savez(f, x=x, y=y)")
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"the file is not a readable .npz archive (numpy.savez): {exc}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DatasetError("the file is a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
+        raise DatasetError(f"the file is not a readable .npz archive (np.savez): {exc}") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a zip is always read as an archive; keeps types exact
+        raise DatasetError("expected an .npz archive with arrays 'x' and 'y'")
     with archive:
         arrays: dict[str, np.ndarray] = {}
         for key in ("x", "y"):
@@ -210,7 +217,8 @@ def from_npz(data: bytes, *, name: str = "upload") -> Dataset:
     _check_rows(len(x), "the archive")
     if 0 in x.shape[1:]:
         raise DatasetError(f"x has shape {x.shape}: no features")
-    xf = x.astype(np.float32)
+    with np.errstate(over="ignore"):
+        xf = x.astype(np.float32)  # beyond ±3.4e38 becomes inf, refused just below
     if not np.isfinite(xf).all():
         row = int(np.flatnonzero(~np.isfinite(xf.reshape(len(xf), -1)).all(axis=1))[0]) + 1
         raise DatasetError(f"x has a non-finite value in row {row} (NaN, ±inf or beyond float32 range)")

@@ -12,10 +12,9 @@ the color is readable from the channel ratios alone. The palette (`catalog.PALET
 
     0 red (1, 0, 0)      1 green (0, 1, 0)      2 blue (0, 0, 1)     3 yellow (1, 1, 0)
     4 magenta (1, 0, 1)  5 cyan (0, 1, 1)       6 orange (1, .5, 0)  7 purple (.5, 0, 1)
-    8 white (1, 1, 1)    9 gray (.5, .5, .5)
+    8 white (1, 1, 1)    9 lime (.5, 1, 0)
 
-white and gray have the same channel ratios: with 10 colors the network must tell them apart
-by brightness. Colors are balanced (counts differ by at most one) and independent of the digit.
+Every color has its own channel ratios. Colors are balanced (counts differ by at most one) and independent of the digit.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def complete_rows(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """The rows of `table` with a value in every one of `columns` (only those columns)."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise DatasetError(f"the Ames table has no column {', '.join(missing)}")
+        raise DatasetError(f"the Ames table has no column {', '.join(map(repr, missing))}")
     return table.loc[:, columns].dropna(axis=0, how="any")
 
 
@@ -48,7 +48,9 @@ def _ames() -> tuple[np.ndarray, np.ndarray]:
     return x, price
 
 
-def house_prices(params: HousePricesParams, seed: int) -> Dataset:  # noqa: ARG001 - same signature as every loader
-    """The Ames sales: x (2930, 10) float32, target "Sale_Price" (2930,) float32 in USD."""
+def house_prices(params: HousePricesParams, seed: int) -> Dataset:
+    """The Ames sales: x (2930, 10) float32, target "Sale_Price" (2930,) float32 in USD.
+
+    `seed` is unused (every loader takes one): the table is fixed, the split shuffles it."""
     x, price = _ames()
     return Dataset(info=BUILTINS["house_prices"].describe(params), x=x.copy(), y={HOUSE_TARGET: price.copy()})

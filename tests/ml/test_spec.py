@@ -64,17 +64,33 @@ def test_normalized_spec_fills_defaults_and_validates_again() -> None:
     assert param_count(EXAMPLE_SPEC) == 177
 
 
-SHARED_TOO_FAR = {"type": "cnn", "conv_layers": 5, "hidden_layers": 0, "shared_layers": 1,
-                  "heads": {"color": {"conv_layers": 1, "filters": 5, "kernel_size": 16, "hidden_layers": 0}}}  # fmt: skip
+COLOR_HEAD = {"conv_layers": 1, "filters": 5, "kernel_size": 16, "hidden_layers": 0}
+SHARED_TOO_FAR = {
+    "type": "cnn",
+    "conv_layers": 5,
+    "hidden_layers": 0,
+    "shared_layers": 1,
+    "heads": {"color": COLOR_HEAD},
+}
 REFUSALS = [
     ({"dataset": {"name": "spirals"}, "loss": "gaussian_nll"}, ["loss"], "regression"),
     ({"dataset": {"name": "house_prices"}, "loss": "ce"}, ["loss"], "mse or gaussian_nll"),
     ({"dataset": {"name": "digits"}, "loss": "bce"}, ["loss"], "10 classes"),
-    ({"dataset": {"name": "digits"}, "model": {"type": "cnn", "kernel_size": 17}}, ["model", "kernel_size"], "at most 16"),
-    ({"dataset": {"name": "colored_digits"}, "model": SHARED_TOO_FAR}, ["model", "heads", "color", "kernel_size"],
-     "14x14"),
-    ({"dataset": {"name": "colored_digits"}, "model": {"heads": {"shape": {}}}}, ["model", "heads", "shape"],
-     "targets: digit, color"),
+    (
+        {"dataset": {"name": "digits"}, "model": {"type": "cnn", "kernel_size": 17}},
+        ["model", "kernel_size"],
+        "at most 16",
+    ),
+    (
+        {"dataset": {"name": "colored_digits"}, "model": SHARED_TOO_FAR},
+        ["model", "heads", "color", "kernel_size"],
+        "14x14",
+    ),
+    (
+        {"dataset": {"name": "colored_digits"}, "model": {"heads": {"shape": {}}}},
+        ["model", "heads", "shape"],
+        "targets: digit, color",
+    ),
     ({"dataset": {"name": "spirals"}, "model": {"heads": {"label": {}}}}, ["model", "heads"], "several targets"),
     ({"dataset": {"name": "spirals"}, "model": {"type": "cnn"}}, ["model", "type"], "image input"),
     ({"dataset": {"name": "spirals"}, "model": {"sigma": {"neurons": 3}}}, ["model", "sigma"], "gaussian_nll"),

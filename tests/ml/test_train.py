@@ -87,7 +87,8 @@ def _compare_gradients(checked, x: torch.Tensor, y: torch.Tensor) -> None:
         ({"name": "sgd", "lr": 0.1}, lambda p: torch.optim.SGD(p, lr=0.1)),
         ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
          lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01)),
-        ({"name": "adam", "lr": 0.01, "weight_decay": 0.001}, lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.001)),
+        ({"name": "adam", "lr": 0.01, "weight_decay": 0.001},
+         lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.001)),
         ({"name": "adamw", "lr": 0.01, "weight_decay": 0.1}, lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
         ({"name": "rmsprop", "lr": 0.01}, lambda p: torch.optim.RMSprop(p, lr=0.01)),
         ({"name": "rmsprop", "lr": 0.01, "momentum": 0.5}, lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5)),
@@ -216,6 +217,8 @@ def test_gaussian_sigma_grows_with_the_noise() -> None:
     out = predictor.predict([{"x": v, "other": 0.0} for v in (0.05, 0.5, 0.95)])
     sigmas = [o["sigma"] for o in out]
     assert sigmas[0] < sigmas[1] < sigmas[2]
-    assert 5 < sigmas[0] < 45 and 60 < sigmas[2] < 140  # true σ: 10, 55, 100 (in the target's units)
+    # The true σ: 10, 55 and 100, in the target's units.
+    assert 5 < sigmas[0] < 45
+    assert 60 < sigmas[2] < 140
     assert out[1]["mu"] == pytest.approx(1100, abs=30)
     assert result.history[-1].metrics["val_rmse"] < 100
