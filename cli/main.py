@@ -20,7 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -44,7 +44,9 @@ def up(
     insecure: Annotated[
         bool, typer.Option(help="Listen beyond loopback without LABTRAIN_API_KEYS (a trusted network only).")
     ] = False,
-    grace: Annotated[float, typer.Option(help="Seconds a busy child gets to stop before it is killed.", min=0)] = 10.0,
+    grace: Annotated[
+        float, typer.Option(help="Seconds a busy worker gets to finish before its experiment is put back.", min=0)
+    ] = 5.0,
 ) -> None:
     """Run the service: migrations, Redis (embedded unless LABTRAIN_REDIS_URL), the API and workers."""
     from cli.up import UpError, serve

@@ -7,10 +7,12 @@ decides the order of the shutdown:
 
 - a child that dies unexpectedly is started again after a backoff (1 s, doubling up to 30 s,
   back to 1 s once it has run 30 s), and what is left of its process group is killed first;
-- Ctrl-C, SIGTERM or SIGHUP stops the API and the workers first (SIGTERM to each; a worker that
-  is still busy after the grace period gets SIGQUIT, Celery's cold shutdown, then everything
-  left in every group gets SIGKILL), and the embedded Redis last, so a worker that shuts down
-  warm can still requeue its message; a second Ctrl-C skips the grace period;
+- Ctrl-C, SIGTERM or SIGHUP stops the API and the workers first: SIGTERM to each (Celery's warm
+  shutdown: a task about to end may end); a worker still busy after the grace period (5 s) gets
+  SIGQUIT, Celery's cold shutdown, which puts its unacknowledged message back in the queue, so
+  the experiment resumes from its last checkpoint when a worker is back; then everything left
+  in every group gets SIGKILL. The embedded Redis stops last, so that message is still written
+  to its append-only file. A second Ctrl-C skips the waiting;
 - every child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so even
   a `kill -9` of `labtrain up` leaves no process behind.
 """
@@ -41,7 +43,7 @@ from rich.console import Console
 from cli.embedded_redis import EmbeddedRedis, socket_path
 from core.settings import Settings
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 30.0
@@ -336,7 +338,7 @@ def serve(settings: Settings, host: str, port: int, workers: int, insecure: bool
         api_argv = [
             sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
             "--host", host.strip("[]"), "--port", str(port),
-            "--timeout-graceful-shutdown", "5",  # open event streams must not hold up a Ctrl-C
+            "--timeout-graceful-shutdown", "3",  # open event streams must not hold up a Ctrl-C
             "--log-level", settings.log_level.lower(),
         ]  # fmt: skip
         api = supervisor.add(Child("api", api_argv))

@@ -27,6 +27,9 @@ def build_celery(settings: Settings, name: str = "labtrain") -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": settings.max_run_seconds + VISIBILITY_MARGIN_SECONDS},
         broker_pool_limit=10,
+        # A POST whose Redis is down answers 503 within seconds instead of hanging.
+        broker_connection_timeout=2.0,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.5},
         worker_send_task_events=False,
     )
     return app

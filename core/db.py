@@ -11,13 +11,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -95,10 +98,12 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(url: str | None = None):  # -> alembic.config.Config (imported lazily: alembic is slow)
+def alembic_config(url: str | None = None) -> AlembicConfig:
+    """The Alembic configuration for `url`, with the migrations of this checkout."""
     from alembic.config import Config
 
-    config = Config(str(ROOT / "alembic.ini"))
+    ini = ROOT / "alembic.ini"
+    config = Config(str(ini)) if ini.exists() else Config()
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["url"] = normalize_url(url or get_settings().resolved_database_url)
     return config

@@ -91,6 +91,7 @@ class Run:
         if is_better(latest, self.best):
             self.best = latest
         with session_scope() as session:
+            metrics_repo.relax_durability(session)
             if not experiments_repo.touch(session, self.experiment_id, self.attempt):
                 self.lost = True
                 return
@@ -176,9 +177,9 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
     from ml.train import train
 
     run = Run(experiment_id, attempt, best)
-    spec = ExperimentSpec.model_validate(spec_payload)
-    device = settings.device if spec.device == "auto" else spec.device
     try:
+        spec = ExperimentSpec.model_validate(spec_payload)
+        device = settings.device if spec.device == "auto" else spec.device
         result: TrainResult = train(
             spec,
             device=device,

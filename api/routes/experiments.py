@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
@@ -15,7 +15,7 @@ from ml.spec import EXAMPLE_SPEC, ExperimentSpec
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=64, description="the experiment's id")]
-ERRORS = {404: {"description": "no such experiment (`ExperimentNotFound`)"}}
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "no such experiment (`ExperimentNotFound`)"}}
 
 
 @router.post(

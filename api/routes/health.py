@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from api.deps import OwnerDep
 from api.errors import NotReady
 from api.schemas import ReadinessRead
 from api.services.health import readiness
@@ -18,7 +19,7 @@ def read_health() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "a dependency failed; `checks` says which"}})
-def read_readiness(request: Request) -> ReadinessRead:
+def read_readiness(request: Request, _owner: OwnerDep) -> ReadinessRead:
     """Readiness: the database, Redis, and at least one worker answer."""
     state = request.app.state
     ok, checks = readiness(state.sessionmaker, state.celery, state.settings.resolved_redis_url)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import and_, false, or_, select, true, update
 from sqlalchemy.orm import Session
 
+from core.repositories import rowcount
 from core.tables import Experiment, utcnow
 
 
@@ -107,7 +108,7 @@ def cancel_queued(session: Session, experiment_id: str) -> bool:
         .where(Experiment.id == experiment_id, Experiment.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def request_cancel(session: Session, experiment_id: str) -> bool:
@@ -117,7 +118,7 @@ def request_cancel(session: Session, experiment_id: str) -> bool:
         .where(Experiment.id == experiment_id, Experiment.status == "running")
         .values(cancel_requested=True)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def claim(session: Session, experiment_id: str, *, worker: str, stale_before: datetime, takeover: bool) -> Claim | None:
@@ -169,14 +170,14 @@ def record_progress(
     if device is not None:
         values["device"] = device
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def touch(session: Session, experiment_id: str, attempt: int) -> bool:
     """Refresh the heartbeat; True when `attempt` still holds the experiment (the row stays
     locked until the caller commits, so a write made in the same transaction is fenced)."""
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(heartbeat_at=utcnow()))
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def poll_control(session: Session, experiment_id: str, attempt: int) -> tuple[bool, bool]:
@@ -215,4 +216,4 @@ def finish(
     if best:
         values["best_metrics"] = best
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
-    return result.rowcount == 1
+    return rowcount(result) == 1

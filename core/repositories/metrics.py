@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
+from core.repositories import rowcount
 from core.tables import EpochMetric, utcnow
+
+
+def relax_durability(session: Session) -> None:
+    """Let this transaction commit without waiting for the disk (PostgreSQL): a crash can lose the
+    last epochs' rows, which a resumed run writes again from its checkpoint anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def add_epoch(
@@ -39,7 +47,7 @@ def delete_after(session: Session, experiment_id: str, epoch: int) -> int:
     result = session.execute(
         delete(EpochMetric).where(EpochMetric.experiment_id == experiment_id, EpochMetric.epoch > epoch)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
 def list_epochs(session: Session, experiment_id: str) -> list[EpochMetric]:

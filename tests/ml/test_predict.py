@@ -93,3 +93,21 @@ def test_images_accept_hw_or_chw_and_two_targets_answer_per_target() -> None:
         predictor.predict([image[0]])
     gray = load_predictor(train({**spec, "dataset": {"name": "digits", "params": {"n_samples": 200}}}).artifact)
     assert gray.predict([image[0]]) == gray.predict([[image[0]]])
+
+
+def test_evaluation_on_a_split_matches_the_validation_metrics_and_reports_coverage() -> None:
+    from ml.evaluate import evaluate
+
+    spec = {"dataset": {"name": "house_prices"}, "loss": "gaussian_nll", "model": {"hidden_layers": 2, "neurons": 8},
+            "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 64, "epochs": 15}  # fmt: skip
+    result = train(spec)
+    predictor = load_predictor(result.artifact)
+    dataset = load_dataset(validate_spec(spec).spec)
+    val = evaluate(predictor, dataset, "val")
+    last = result.history[-1].metrics
+    assert val["rmse"] == pytest.approx(last["val_rmse"], rel=1e-4)
+    assert val["nll"] == pytest.approx(last["val_nll"], rel=1e-4)
+    test = evaluate(predictor, dataset, "test")
+    assert test["rows"] == 586
+    assert 0.5 < test["within_1_sigma"] < test["within_2_sigma"] <= 1.0
+    assert 10_000 < test["mean_sigma"] < 80_000

