@@ -12,9 +12,6 @@ continues exactly as if nothing had stopped (the shuffle depends only on seed an
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,14 +19,15 @@ from typing import Any
 import torch
 
 from ml import fastmlp
-from ml.artifact import read_checkpoint, save_artifact, save_checkpoint
+from ml.artifact import read_checkpoint
 from ml.data import Split, load_dataset, prepare
 from ml.datasets import Dataset
 from ml.layers import Conv
 from ml.networks import Network, build_network
-from ml.objective import Objective, higher_is_better, main_metric
+from ml.objective import Objective
 from ml.optim import FlatOptimizer, flatten_parameters
 from ml.results import EpochResult, TrainResult
+from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 
 EVAL_CHUNK = 8192  # validation rows per forward pass
@@ -55,10 +53,6 @@ def default_threads(param_count: int, has_conv: bool) -> int:
 def checkpoint_epoch(blob: bytes) -> int:
     """The last epoch a checkpoint holds."""
     return int(read_checkpoint(blob)[1]["epoch"])
-
-
-def spec_digest(spec: ExperimentSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -90,13 +84,12 @@ class Trainer:
             if fastmlp.supports(self.network, checked.info, spec.loss or "mse")
             else None
         )
-        self.epoch = 0
-        self.history: list[EpochResult] = []
-        self.best: dict[str, float] = {}
-        self.last_good = self.params.clone()  # weights after the last finite epoch
-        self.best_params: torch.Tensor | None = None  # early stopping: weights of the best val_loss
-        self.best_val_loss = math.inf
-        self.bad_epochs = 0
+        self.book = RunBook(checked, self.norm, self.params)
+
+    def restore(self, blob: bytes) -> None:
+        tensors = self.book.restore(blob, self.device)
+        self.params.copy_(tensors["params"])
+        self.optimizer.load_state_tensors(tensors)
 
     # -- one epoch ---------------------------------------------------------------------------
 
@@ -104,7 +97,7 @@ class Trainer:
         """One pass over the training rows; the mean training loss (NaN if it diverged)."""
         split, batch = self.train_split, self.batch
         n = len(split)
-        order = permutation(n, self.spec.seed, self.epoch + 1, self.device)
+        order = permutation(n, self.spec.seed, self.book.epoch + 1, self.device)
         x = split.x[order]
         ys = {k: v[order] for k, v in split.y.items()}
         total = torch.zeros((), device=self.device)
@@ -136,87 +129,8 @@ class Trainer:
         out = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
         return float(self.objective.loss(out, split.y)), self.objective.metrics(out, split.y)
 
-    # -- bookkeeping -------------------------------------------------------------------------
-
-    def record(self, result: EpochResult) -> bool:
-        """Keep the epoch; update best metrics and early stopping. True when it is time to stop."""
-        self.history.append(result)
-        self.last_good.copy_(self.params)
-        key = main_metric(result.metrics)
-        if key in result.metrics:
-            better = (
-                not self.best
-                or (higher_is_better(key) and result.metrics[key] > self.best[key])
-                or (not higher_is_better(key) and result.metrics[key] < self.best[key])
-            )
-            if better:
-                self.best = {**result.metrics, "val_loss": result.val_loss, "epoch": result.epoch}
-        es = self.spec.early_stopping
-        if es is None:
-            return False
-        if result.val_loss < self.best_val_loss - es.min_delta:
-            self.best_val_loss = result.val_loss
-            self.bad_epochs = 0
-            if self.best_params is None:
-                self.best_params = self.params.clone()
-            else:
-                self.best_params.copy_(self.params)
-            return False
-        self.bad_epochs += 1
-        return self.bad_epochs >= es.patience
-
-    def checkpoint(self) -> bytes:
-        tensors = {"params": self.params, **self.optimizer.state_tensors()}
-        if self.best_params is not None:
-            tensors["best_params"] = self.best_params
-        state = {
-            "epoch": self.epoch,
-            "spec": spec_digest(self.spec),
-            "best": self.best,
-            "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
-            "bad_epochs": self.bad_epochs,
-            "history": [h.as_row() for h in self.history],
-        }
-        return save_checkpoint(tensors, state)
-
-    def restore(self, blob: bytes) -> None:
-        tensors, state = read_checkpoint(blob)
-        if state["spec"] != spec_digest(self.spec):
-            raise ValueError("this checkpoint belongs to another spec")
-        self.params.copy_(tensors["params"])
-        self.last_good.copy_(self.params)
-        self.optimizer.load_state_tensors({k: v.to(self.device) for k, v in tensors.items()})
-        if "best_params" in tensors:
-            self.best_params = tensors["best_params"].to(self.device)
-        self.epoch = int(state["epoch"])
-        self.best = state["best"]
-        self.best_val_loss = state["best_val_loss"] if state["best_val_loss"] is not None else math.inf
-        self.bad_epochs = int(state["bad_epochs"])
-        self.history = [_epoch_from_row(r) for r in state["history"]]
-
     def artifact(self) -> bytes:
-        """Weights of the last finite epoch, or of the best epoch under early stopping."""
-        chosen = self.best_params if self.best_params is not None else self.last_good
-        current = self.params.clone()
-        self.params.copy_(chosen)
-        try:
-            extra = {"epochs_done": self.epoch, "param_count": self.checked.param_count, "task": self.checked.task}
-            return save_artifact(
-                self.network, self.spec.model_dump(mode="json"), self.checked.info, self.norm.to_tensors(), extra
-            )
-        finally:
-            self.params.copy_(current)
-
-
-def _epoch_from_row(row: dict[str, Any]) -> EpochResult:
-    fixed = {"epoch", "train_loss", "val_loss", "seconds"}
-    return EpochResult(
-        epoch=int(row["epoch"]),
-        train_loss=float(row["train_loss"]),
-        val_loss=float(row["val_loss"]),
-        metrics={k: float(v) for k, v in row.items() if k not in fixed},
-        seconds=float(row["seconds"]),
-    )
+        return self.book.artifact(self.network, self.params)
 
 
 @contextlib.contextmanager
@@ -262,41 +176,28 @@ def train(
         trainer = Trainer(checked, data, dev)
         if resume_from is not None:
             trainer.restore(resume_from)
+        book = trainer.book
         status, error = "succeeded", None
         last_checkpoint = time.monotonic()
-        while trainer.epoch < spec.epochs:
+        while book.epoch < spec.epochs:
             if should_stop is not None and should_stop():
                 status = "cancelled"
                 break
             t0 = time.perf_counter()
             train_loss = trainer.train_epoch()
             val_loss, metrics = trainer.evaluate(trainer.val_split)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            error = divergence(train_loss, val_loss, book.epoch)
+            if error is not None:
                 status = "diverged"
-                error = (
-                    f"the loss became {'NaN' if math.isnan(train_loss) or math.isnan(val_loss) else 'infinite'} "
-                    f"in epoch {trainer.epoch + 1}; the weights and metrics of epoch {trainer.epoch} are kept"
-                )
                 break
-            trainer.epoch += 1
-            result = EpochResult(trainer.epoch, train_loss, val_loss, metrics, time.perf_counter() - t0)
-            stop_early = trainer.record(result)
+            result = EpochResult(book.epoch + 1, train_loss, val_loss, metrics, time.perf_counter() - t0)
+            stop_early = book.record(result, trainer.params)
             if on_epoch is not None:
                 on_epoch(result)
             if on_checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds:
-                on_checkpoint(trainer.checkpoint(), trainer.epoch)
+                on_checkpoint(book.checkpoint(trainer.params, trainer.optimizer.state_tensors()), book.epoch)
                 last_checkpoint = time.monotonic()
             if stop_early:
                 break
-        artifact = trainer.artifact() if trainer.epoch > 0 else None
-    return TrainResult(
-        status=status,  # type: ignore[arg-type]
-        epochs_done=trainer.epoch,
-        history=trainer.history,
-        artifact=artifact,
-        device=str(dev),
-        param_count=checked.param_count,
-        train_seconds=time.perf_counter() - started,
-        error=error,
-        best=trainer.best,
-    )
+        artifact = trainer.artifact() if book.epoch > 0 else None
+    return book.result(status, artifact, str(dev), time.perf_counter() - started, error)
