@@ -33,7 +33,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy api worker ml core cli
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.service_overhead
+	$(BIN)/python bench/train_speed.py
 
 # Removes the environment and caches, never var/ (the embedded database and the artifacts).
 clean:

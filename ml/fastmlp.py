@@ -39,49 +39,85 @@ def supports(network: Network, info: DatasetInfo, loss: str) -> bool:
     return all(isinstance(m, (nn.Linear, nn.Flatten, *ACTIVATIONS.values())) for m in head)
 
 
-class FastMLP:
-    """step(x, y) computes the loss and writes the gradients into the parameters' `.grad`
-    (views of the flat gradient buffer), returning the loss as a 0-dim tensor."""
+def loss_kind(info: DatasetInfo, loss: str, outputs: int) -> Callable:
+    target = info.targets[0]
+    if target.is_regression:
+        return _mse_values
+    if outputs == 1:
+        return _bce_logit if loss == "bce" else _mse_probability
+    return _cross_entropy if loss == "ce" else _mse_softmax
 
-    def __init__(self, network: Network, info: DatasetInfo, loss: str) -> None:
+
+class FastMLP:
+    """step(x, y) computes the loss and writes the gradients into the given gradient views
+    (of the flat gradient buffer), returning the loss (0-dim, or (K,) for a stack).
+
+    One network: weights (out, in), x (batch, in). A stack of K networks: weights (K, out, in),
+    x (K, batch, in), and batched matrix products; each member's gradient is its own."""
+
+    def __init__(
+        self,
+        weights: list[torch.Tensor],
+        biases: list[torch.Tensor],
+        grad_w: list[torch.Tensor],
+        grad_b: list[torch.Tensor],
+        activations: list[str],
+        info: DatasetInfo,
+        loss: str,
+        stacked: bool = False,
+    ) -> None:
+        self.weights, self.biases, self.grad_w, self.grad_b = weights, biases, grad_w, grad_b
+        self.forward_acts = [_ACT[a][0] for a in activations]
+        self.backward_acts = [_ACT[a][1] for a in activations]
+        self.flatten = info.is_image
+        self.stacked = stacked
+        self.loss_grad = loss_kind(info, loss, weights[-1].shape[-2])
+
+    @classmethod
+    def for_network(cls, network: Network, info: DatasetInfo, loss: str) -> FastMLP:
         (head,) = network.heads.values()
         linears = [m for m in head if isinstance(m, nn.Linear)]
         acts = [_activation_name(m) for m in head if not isinstance(m, nn.Linear | nn.Flatten)]
-        self.weights = [m.weight.data for m in linears]  # (out, in) views of the flat buffer
-        self.biases = [m.bias.data for m in linears]
-        self.grad_w = [m.weight.grad for m in linears]
-        self.grad_b = [m.bias.grad for m in linears]
-        self.forward_acts = [_ACT[a][0] for a in acts]
-        self.backward_acts = [_ACT[a][1] for a in acts]
-        self.flatten = info.is_image
-        target = info.targets[0]
-        outputs = linears[-1].out_features
-        if target.is_regression:
-            self.loss_grad = _mse_values
-        elif outputs == 1:
-            self.loss_grad = _bce_logit if loss == "bce" else _mse_probability
-        else:
-            self.loss_grad = _cross_entropy if loss == "ce" else _mse_softmax
+        return cls(
+            [m.weight.data for m in linears],  # (out, in) views of the flat buffer
+            [m.bias.data for m in linears],
+            [m.weight.grad for m in linears],
+            [m.bias.grad for m in linears],
+            acts,
+            info,
+            loss,
+        )
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.flatten:
-            x = x.reshape(x.shape[0], -1)  # (batch, C, H, W) -> (batch, C*H*W)
+            x = x.reshape(*x.shape[:-3], -1)  # (..., batch, C, H, W) -> (..., batch, C*H*W)
         inputs = [x]  # the input of each layer
         pre = []  # pre-activations of hidden layers
         a = x
         last = len(self.weights) - 1
-        for i in range(last):
-            z = torch.addmm(self.biases[i], a, self.weights[i].t())
-            a = self.forward_acts[i](z)
-            pre.append(z)
-            inputs.append(a)
-        z = torch.addmm(self.biases[last], a, self.weights[last].t())
+        for i in range(last + 1):
+            if self.stacked:
+                z = torch.baddbmm(self.biases[i].unsqueeze(1), a, self.weights[i].transpose(1, 2))
+            else:
+                z = torch.addmm(self.biases[i], a, self.weights[i].t())
+            if i < last:
+                a = self.forward_acts[i](z)
+                pre.append(z)
+                inputs.append(a)
         loss, dz = self.loss_grad(z, y)
         for i in range(last, -1, -1):
-            torch.mm(dz.t(), inputs[i], out=self.grad_w[i])
-            torch.sum(dz, 0, out=self.grad_b[i])
+            if self.stacked:
+                torch.bmm(dz.transpose(1, 2), inputs[i], out=self.grad_w[i])
+                torch.sum(dz, 1, out=self.grad_b[i])
+                if i:
+                    da = torch.bmm(dz, self.weights[i])
+            else:
+                torch.mm(dz.t(), inputs[i], out=self.grad_w[i])
+                torch.sum(dz, 0, out=self.grad_b[i])
+                if i:
+                    da = dz.mm(self.weights[i])
             if i:
-                dz = self.backward_acts[i - 1](dz.mm(self.weights[i]), pre[i - 1], inputs[i])
+                dz = self.backward_acts[i - 1](da, pre[i - 1], inputs[i])
         return loss
 
 
@@ -89,40 +125,42 @@ def _activation_name(module: nn.Module) -> str:
     return next(name for name, cls in ACTIVATIONS.items() if type(module) is cls)
 
 
-# Each returns (loss, d loss / d z) for z (batch, units); the loss is a mean over the batch.
+# Each returns (loss, d loss / d z) for z (..., batch, units) and y (..., batch); the loss is
+# a mean over the batch (one per stacked member).
 
 
 def _bce_logit(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    zb = z.view(-1)
+    zb = z.squeeze(-1)
     yf = y.to(zb.dtype)
-    loss = F.binary_cross_entropy_with_logits(zb, yf)
-    return loss, (torch.sigmoid(zb) - yf).mul_(1.0 / zb.shape[0]).unsqueeze(1)
+    loss = F.binary_cross_entropy_with_logits(zb, yf, reduction="none").mean(-1)
+    return loss, (torch.sigmoid(zb) - yf).mul_(1.0 / zb.shape[-1]).unsqueeze(-1)
 
 
 def _mse_probability(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    p = torch.sigmoid(z.view(-1))
+    p = torch.sigmoid(z.squeeze(-1))
     diff = p - y.to(p.dtype)
-    loss = diff.pow(2).mean()
-    return loss, aten.sigmoid_backward(diff.mul_(2.0 / p.shape[0]), p).unsqueeze(1)
+    loss = diff.pow(2).mean(-1)
+    return loss, aten.sigmoid_backward(diff.mul_(2.0 / p.shape[-1]), p).unsqueeze(-1)
 
 
 def _mse_values(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    diff = z.view(-1) - y
-    loss = diff.pow(2).mean()
-    return loss, diff.mul_(2.0 / diff.shape[0]).unsqueeze(1)
+    diff = z.squeeze(-1) - y
+    loss = diff.pow(2).mean(-1)
+    return loss, diff.mul_(2.0 / diff.shape[-1]).unsqueeze(-1)
 
 
 def _cross_entropy(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logp = torch.log_softmax(z, -1)
-    loss = F.nll_loss(logp, y)
+    index = y.unsqueeze(-1)
+    loss = -logp.gather(-1, index).squeeze(-1).mean(-1)
     grad = logp.exp_()
-    grad.scatter_add_(1, y.unsqueeze(1), torch.full((z.shape[0], 1), -1.0, dtype=z.dtype, device=z.device))
-    return loss, grad.mul_(1.0 / z.shape[0])
+    grad.scatter_add_(-1, index, torch.full(index.shape, -1.0, dtype=z.dtype, device=z.device))
+    return loss, grad.mul_(1.0 / z.shape[-2])
 
 
 def _mse_softmax(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     p = torch.softmax(z, -1)
     diff = p - F.one_hot(y, z.shape[-1]).to(p.dtype)
-    loss = diff.pow(2).mean()
-    dp = diff.mul_(2.0 / diff.numel())
+    loss = diff.pow(2).mean((-2, -1))
+    dp = diff.mul_(2.0 / (z.shape[-2] * z.shape[-1]))
     return loss, aten._softmax_backward_data(dp, p, -1, p.dtype)

@@ -1,5 +1,10 @@
 """Losses (in standardized units, what the optimizer sees) and validation metrics (in the
-dataset's original units, what the user reads), for every kind of output."""
+dataset's original units, what the user reads), for every kind of output.
+
+Every function works on one network or on K stacked networks at once: outputs are
+(..., batch, units) and targets (..., batch), and each loss is a mean over the batch, so a
+stack of K networks gets K losses (their sum has each member's own gradient).
+"""
 
 from __future__ import annotations
 
@@ -14,23 +19,25 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def target_loss(target: Target, loss: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """z: (batch, units) logits or values; y: (batch,) labels or standardized values."""
+    """z: (..., batch, units) logits or values; y: (..., batch) labels or standardized values."""
     if target.is_regression:
-        return F.mse_loss(z.squeeze(-1), y)
+        return (z.squeeze(-1) - y).pow(2).mean(-1)
     if z.shape[-1] == 1:  # two classes, one logit
         zb = z.squeeze(-1)
+        yf = y.to(zb.dtype)
         if loss == "bce":
-            return F.binary_cross_entropy_with_logits(zb, y.to(zb.dtype))
-        return F.mse_loss(torch.sigmoid(zb), y.to(zb.dtype))  # mse on the probability, as the report
+            return F.binary_cross_entropy_with_logits(zb, yf, reduction="none").mean(-1)
+        return (torch.sigmoid(zb) - yf).pow(2).mean(-1)  # mse on the probability, as the report
     if loss == "ce":
-        return F.cross_entropy(z, y)
-    return F.mse_loss(torch.softmax(z, -1), F.one_hot(y, z.shape[-1]).to(z.dtype))
+        return -torch.log_softmax(z, -1).gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(-1)
+    onehot = F.one_hot(y, z.shape[-1]).to(z.dtype)
+    return (torch.softmax(z, -1) - onehot).pow(2).mean((-2, -1))
 
 
 def gaussian_nll(mu: torch.Tensor, log_var: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood of y under N(mu, exp(log_var)); all (batch,) or (batch, 1)."""
-    mu, log_var = mu.reshape(-1), log_var.reshape(-1)
-    return (0.5 * (log_var + (y - mu) ** 2 * torch.exp(-log_var))).mean() + HALF_LOG_2PI
+    """Mean negative log-likelihood of y (..., batch) under N(mu, exp(log_var)), both (..., batch, 1)."""
+    mu, log_var = mu.squeeze(-1), log_var.squeeze(-1)
+    return (0.5 * (log_var + (y - mu) ** 2 * torch.exp(-log_var))).mean(-1) + HALF_LOG_2PI
 
 
 class Objective:
@@ -40,6 +47,7 @@ class Objective:
         self.y_std = y_std
 
     def loss(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss: a scalar for one network, (K,) for a stack."""
         if self.loss_name == "gaussian_nll":
             t = self.info.targets[0]
             return gaussian_nll(out["mu"], out["log_var"], y[t.name])
@@ -51,31 +59,35 @@ class Objective:
         return total
 
     @torch.no_grad()
-    def metrics(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Validation metrics in original units: accuracy per target, RMSE (and NLL) in the
-        target's units (a standardized error times the training standard deviation)."""
-        m: dict[str, float] = {}
+    def metric_tensors(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Validation metrics in original units (scalars, or (K,) for a stack): accuracy per
+        target, RMSE (and NLL) in the target's units (a standardized error times the training
+        standard deviation)."""
+        m: dict[str, torch.Tensor] = {}
         if self.loss_name == "gaussian_nll":
             t = self.info.targets[0]
             std = self.y_std[t.name]
-            err = out["mu"].reshape(-1) - y[t.name]
-            m["val_rmse"] = float(err.pow(2).mean().sqrt()) * std
-            m["val_nll"] = float(gaussian_nll(out["mu"], out["log_var"], y[t.name])) + math.log(std)
+            err = out["mu"].squeeze(-1) - y[t.name]
+            m["val_rmse"] = err.pow(2).mean(-1).sqrt() * std
+            m["val_nll"] = gaussian_nll(out["mu"], out["log_var"], y[t.name]) + math.log(std)
             return m
         accuracies = []
         for t in self.info.targets:
             z = out[t.name]
             if t.is_regression:
-                m["val_rmse"] = float((z.reshape(-1) - y[t.name]).pow(2).mean().sqrt()) * self.y_std[t.name]
+                m["val_rmse"] = (z.squeeze(-1) - y[t.name]).pow(2).mean(-1).sqrt() * self.y_std[t.name]
                 continue
-            pred = (z.reshape(-1) > 0).long() if z.shape[-1] == 1 else z.argmax(-1)
-            acc = float((pred == y[t.name]).float().mean())
+            pred = (z.squeeze(-1) > 0).long() if z.shape[-1] == 1 else z.argmax(-1)
+            acc = (pred == y[t.name]).float().mean(-1)
             accuracies.append(acc)
             if len(self.info.targets) > 1:
                 m[f"val_accuracy_{t.name}"] = acc
         if accuracies:
             m["val_accuracy"] = sum(accuracies) / len(accuracies)
         return m
+
+    def metrics(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: float(v) for k, v in self.metric_tensors(out, y).items()}
 
 
 def higher_is_better(metric: str) -> bool:

@@ -80,7 +80,7 @@ class Trainer:
         n = len(self.train_split)
         self.batch = n if spec.batch_size == "full" else min(int(spec.batch_size), n)
         self.fast = (
-            fastmlp.FastMLP(self.network, checked.info, spec.loss or "mse")
+            fastmlp.FastMLP.for_network(self.network, checked.info, spec.loss or "mse")
             if fastmlp.supports(self.network, checked.info, spec.loss or "mse")
             else None
         )

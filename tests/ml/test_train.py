@@ -76,7 +76,7 @@ def _compare_gradients(checked, x: torch.Tensor, y: torch.Tensor) -> None:
     loss.backward()
     expected = grad.clone()
     with torch.no_grad():
-        fast_loss = fastmlp.FastMLP(network, checked.info, checked.spec.loss).step(x, y)
+        fast_loss = fastmlp.FastMLP.for_network(network, checked.info, checked.spec.loss).step(x, y)
     torch.testing.assert_close(fast_loss, loss.detach(), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grad, expected, rtol=1e-4, atol=1e-6)
 
