@@ -20,6 +20,7 @@ HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 def target_loss(target: Target, loss: str, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """z: (..., batch, units) logits or values; y: (..., batch) labels or standardized values."""
+    y = y.expand(z.shape[:-1])  # the same rows for every member (validation)
     if target.is_regression:
         return (z.squeeze(-1) - y).pow(2).mean(-1)
     if z.shape[-1] == 1:  # two classes, one logit

@@ -98,3 +98,96 @@ class FlatOptimizer:
         for k in self.state:
             self.state[k].copy_(tensors[f"opt.{k}"])
         self.steps = int(tensors["opt.steps"])
+
+
+class StackedOptimizer:
+    """FlatOptimizer's formulas for K members at once: parameters and gradients (K, P),
+    learning rate, momentum and weight decay (K, 1), one per member. All members share the
+    optimizer kind (Adam's bias correction uses the group's step count: members start and
+    resume together). `freeze(k)` stops member k for good: its row stays as it is."""
+
+    def __init__(self, specs: list[OptimizerSpec], params: torch.Tensor) -> None:
+        names = {s.name for s in specs}
+        if len(names) != 1:
+            raise ValueError(f"one optimizer kind per group, got {sorted(names)}")
+        self.name = specs[0].name
+        column = lambda values: torch.tensor(values, dtype=params.dtype, device=params.device).unsqueeze(1)  # noqa: E731
+        self.lr = column([s.lr for s in specs])
+        self.momentum = column([s.momentum or 0.0 for s in specs])
+        self.weight_decay = column([s.weight_decay for s in specs])
+        self.has_momentum = [bool(s.momentum) for s in specs]
+        self.use_momentum = any(self.has_momentum) and self.name in ("sgd", "rmsprop")
+        self.use_decay = bool(self.weight_decay.any())
+        self.steps = 0
+        zeros = torch.zeros_like
+        self.state: dict[str, torch.Tensor] = {}
+        if self.name in ("adam", "adamw"):
+            self.state = {"exp_avg": zeros(params), "exp_avg_sq": zeros(params)}
+        elif self.name == "rmsprop":
+            self.state = {"square_avg": zeros(params)}
+        if self.use_momentum:
+            self.state["momentum_buffer"] = zeros(params)
+        self._derive()
+
+    def _derive(self) -> None:
+        self.neg_lr = -self.lr
+        self.decay_factor = 1.0 - self.lr * self.weight_decay  # AdamW's decoupled decay
+
+    def freeze(self, k: int) -> None:
+        """Member k never changes again (it finished; its results are already taken)."""
+        self.lr[k] = 0.0
+        for t in self.state.values():
+            t[k].zero_()  # a diverged member's NaN state would otherwise keep its row NaN
+        self._derive()
+
+    @torch.no_grad()
+    def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
+        self.steps += 1
+        if self.name == "adamw":
+            if self.use_decay:
+                p.mul_(self.decay_factor)
+        elif self.use_decay:
+            g = g.addcmul(p, self.weight_decay)
+        if self.name in ("adam", "adamw"):
+            b1, b2 = ADAM_BETAS
+            m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
+            m.lerp_(g, 1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = (v.sqrt() / math.sqrt(1.0 - b2**self.steps)).add_(ADAM_EPS)
+            p.addcmul_(m / denom, self.neg_lr / (1.0 - b1**self.steps))
+        elif self.name == "rmsprop":
+            sq = self.state["square_avg"]
+            sq.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1.0 - RMSPROP_ALPHA)
+            avg = sq.sqrt().add_(RMSPROP_EPS)
+            if self.use_momentum:
+                buf = self.state["momentum_buffer"]
+                buf.mul_(self.momentum).addcdiv_(g, avg)
+                p.addcmul_(buf, self.neg_lr)
+            else:
+                p.addcmul_(g / avg, self.neg_lr)
+        else:  # sgd
+            if self.use_momentum:
+                buf = self.state["momentum_buffer"]
+                buf.mul_(self.momentum).add_(g)
+                g = buf
+            p.addcmul_(g, self.neg_lr)
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's state in FlatOptimizer's form (a single run's checkpoint)."""
+        out = {f"opt.{name}": t[k] for name, t in self.state.items()}
+        if not self.has_momentum[k]:
+            out.pop("opt.momentum_buffer", None)
+        return out | {"opt.steps": torch.tensor(self.steps)}
+
+    def load_member_state(self, k: int, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in self.state.items():
+            if f"opt.{name}" in tensors:
+                t[k].copy_(tensors[f"opt.{name}"])
+        self.steps = int(tensors["opt.steps"])
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these members (compaction), in this order."""
+        self.lr, self.momentum, self.weight_decay = self.lr[rows], self.momentum[rows], self.weight_decay[rows]
+        self.has_momentum = [self.has_momentum[int(r)] for r in rows]
+        self.state = {name: t[rows] for name, t in self.state.items()}
+        self._derive()

@@ -1,0 +1,262 @@
+"""Train K compatible experiments as one stacked network (see `ml.stacked`).
+
+    results = train_group([spec_a, spec_b, ...])   # one TrainResult per member, as train() gives
+
+Members share the dataset and its split, the layer structure, the loss, the batch size and the
+optimizer kind (`group_key`); they may differ in seed (initialization and data order),
+learning rate, momentum, weight decay, epochs and early stopping. Every member keeps its own
+data order (the permutation of `ml.train.permutation`, from its own seed), metrics, divergence
+check, early stopping, checkpoint and artifact, in exactly a single run's form: a member
+trained here ends with the metrics it would reach alone, up to floating-point rounding (batched
+products sum in another order; see tests/ml/test_group.py for the tolerance).
+
+A member that finishes (its epochs, early stopping, divergence or cancellation) is frozen and,
+once half the stack is done, dropped from it, so the rest run at the speed of a smaller stack.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ml.data import Split, load_dataset, prepare
+from ml.datasets import Dataset
+from ml.layers import Conv
+from ml.networks import build_network
+from ml.objective import Objective
+from ml.optim import StackedOptimizer, flatten_parameters
+from ml.results import EpochResult, TrainResult
+from ml.runbook import RunBook, divergence
+from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
+from ml.stacked import StackedNetwork, fast_step, grouped, initial_rows
+from ml.train import EVAL_CHUNK, _cpu_settings, default_threads, permutation, resolve_device
+
+
+def group_key(checked: CheckedSpec) -> str:
+    """Specs with the same key can train in one group."""
+    s = checked.spec
+    return json.dumps(
+        {
+            "dataset": s.dataset.model_dump(mode="json"),
+            "plan": repr(checked.plan),  # layer shapes and activations
+            "loss": s.loss,
+            "batch_size": s.batch_size,
+            "optimizer": s.optimizer.name,
+            "device": s.device,
+        },
+        sort_keys=True,
+    )
+
+
+@dataclass
+class Member:
+    index: int  # position in the caller's list
+    checked: CheckedSpec
+    book: RunBook
+    row: int  # its row in the current stack
+    result: TrainResult | None = None
+
+
+class GroupTrainer:
+    def __init__(self, checked: list[CheckedSpec], dataset: Dataset, device: torch.device) -> None:
+        first = checked[0].spec
+        keys = {group_key(c) for c in checked}
+        if len(keys) != 1:
+            raise ValueError("these specs cannot train together: dataset, layers, loss, batch size or optimizer differ")
+        self.device = device
+        self.plan = checked[0].plan
+        self.info = checked[0].info
+        self.loss = first.loss or "mse"
+        self.norm, splits = prepare(first, dataset, device)
+        self.train_split: Split = splits["train"]
+        self.val_split: Split = splits["val"]
+        n = len(self.train_split)
+        self.batch = n if first.batch_size == "full" else min(int(first.batch_size), n)
+        self.objective = Objective(self.info, self.loss, self.norm.y_std)
+        rows = initial_rows(self.plan, [c.spec.seed for c in checked], device)
+        self.members = [Member(i, c, RunBook(c, self.norm, rows[i]), row=i) for i, c in enumerate(checked)]
+        self._build(rows, StackedOptimizer([c.spec.optimizer for c in checked], rows))
+        self.single, self.single_flat = _single(self.plan, device)
+
+    def _build(self, rows: torch.Tensor, optimizer: StackedOptimizer) -> None:
+        self.network = StackedNetwork(self.plan, rows)
+        self.optimizer = optimizer
+        self.fast = fast_step(self.network, self.info, self.loss)
+
+    @property
+    def active(self) -> list[Member]:
+        return [m for m in self.members if m.result is None]
+
+    def restore(self, member: Member, blob: bytes) -> None:
+        tensors = member.book.restore(blob, self.device)
+        self.network.params[member.row].copy_(tensors["params"])
+        self.optimizer.load_member_state(member.row, tensors)
+
+    # -- one epoch for every member ------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the training rows for every member, each in its own order; (K,) losses."""
+        split, batch, k = self.train_split, self.batch, self.network.k
+        n = len(split)
+        seeds = [0] * k
+        for m in self.members:
+            if m.result is None:
+                seeds[m.row] = m.checked.spec.seed
+        orders = torch.stack([permutation(n, s, epoch, self.device) for s in seeds])  # (K, n)
+        x = split.x[orders]  # (K, n, *input_shape)
+        if x.dim() == 5:
+            x = grouped(x)  # (n, K*C, H, W)
+            take = lambda s: x[s : s + batch]  # noqa: E731
+        else:
+            take = lambda s: x[:, s : s + batch]  # noqa: E731
+        ys = {name: v[orders] for name, v in split.y.items()}  # (K, n) each
+        total = torch.zeros(k, device=self.device)
+        params, grads, step = self.network.params, self.network.grads, self.optimizer.step
+        if self.fast is not None:
+            (y,) = ys.values()
+            with torch.no_grad():
+                for s in range(0, n, batch):
+                    losses = self.fast.step(take(s), y[:, s : s + batch])
+                    step(params, grads)
+                    total.add_(losses, alpha=min(batch, n - s))
+        else:
+            for s in range(0, n, batch):
+                losses = self.objective.loss(self.network(take(s)), {t: v[:, s : s + batch] for t, v in ys.items()})
+                grads.zero_()
+                losses.sum().backward()  # each member's gradient is its own loss's
+                step(params, grads)
+                total.add_(losses.detach(), alpha=min(batch, n - s))
+        return total / n
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(K,) validation losses and metrics, every member on the same rows."""
+        split, k = self.val_split, self.network.k
+        outs = []
+        for s in range(0, len(split), EVAL_CHUNK):
+            xs = split.x[s : s + EVAL_CHUNK]
+            x = xs.repeat(1, k, 1, 1) if xs.dim() == 4 else xs.expand(k, *xs.shape)
+            outs.append(self.network(x))
+        out = {name: torch.cat([o[name] for o in outs], dim=1) for name in outs[0]}
+        return self.objective.loss(out, split.y), self.objective.metric_tensors(out, split.y)
+
+    # -- members -------------------------------------------------------------------------------
+
+    def finish(self, member: Member, status: str, error: str | None, started: float) -> TrainResult:
+        row = member.row
+        artifact = None
+        if member.book.epoch > 0:
+            artifact = member.book.artifact(self.single, self.single_flat)
+        member.result = member.book.result(status, artifact, str(self.device), time.perf_counter() - started, error)  # type: ignore[arg-type]
+        self.optimizer.freeze(row)
+        self.network.params[row].zero_()  # a frozen row stays finite and unchanged
+        return member.result
+
+    def checkpoint(self, member: Member) -> bytes:
+        return member.book.checkpoint(self.network.params[member.row], self.optimizer.member_state(member.row))
+
+    def compact(self) -> None:
+        """Drop finished members from the stack once they are at least half of it."""
+        active = self.active
+        if not active or len(active) * 2 > self.network.k:
+            return
+        rows = torch.tensor([m.row for m in active], device=self.device)
+        params = self.network.params[rows]
+        self.optimizer.keep(rows)
+        self._build(params, self.optimizer)
+        for new_row, m in enumerate(active):
+            m.row = new_row
+
+
+def _single(plan: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
+    network = build_network(plan).to(device)
+    flat, _ = flatten_parameters(network)
+    return network, flat
+
+
+def train_group(
+    specs: list[ExperimentSpec | dict[str, Any]],
+    *,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    on_epoch: Callable[[int, EpochResult], None] | None = None,
+    cancelled: Callable[[], Iterable[int]] | None = None,
+    on_checkpoint: Callable[[int, bytes, int], None] | None = None,
+    on_finish: Callable[[int, TrainResult], None] | None = None,
+    checkpoint_seconds: float = 30.0,
+    resume_from: dict[int, bytes] | None = None,
+    threads: int | None = None,
+) -> list[TrainResult]:
+    """Train every spec; member i's callbacks get i (its index in `specs`).
+
+    `cancelled()` is polled at each epoch boundary and returns the indices to stop now;
+    `on_finish(i, result)` is called the moment member i ends (with its artifact);
+    `resume_from` maps indices to checkpoints (all from the same epoch: a group's checkpoints
+    are taken together)."""
+    started = time.perf_counter()
+    upload = (lambda _id: dataset.info) if dataset is not None else None  # noqa: E731
+    checked = [validate_spec(s, upload_info=upload) for s in specs]
+    dev = resolve_device(device or checked[0].spec.device)
+    data = load_dataset(checked[0].spec, dataset)
+    has_conv = any(isinstance(layer, Conv) for st in checked[0].plan.heads.values() for layer in st.layers) or any(
+        isinstance(layer, Conv) for layer in checked[0].plan.trunk.layers
+    )
+    n_threads = threads or default_threads(checked[0].param_count * len(checked), has_conv)
+    with _cpu_settings(dev, n_threads):
+        trainer = GroupTrainer(checked, data, dev)
+        for i, blob in (resume_from or {}).items():
+            trainer.restore(trainer.members[i], blob)
+        epochs = {m.book.epoch for m in trainer.members}
+        if len(epochs) != 1:
+            raise ValueError(f"a group resumes from checkpoints of one epoch, got epochs {sorted(epochs)}")
+        epoch = epochs.pop()
+
+        def end(member: Member, status: str, error: str | None = None) -> None:
+            result = trainer.finish(member, status, error, started)
+            if on_finish is not None:
+                on_finish(member.index, result)
+
+        for m in trainer.members:
+            if m.book.epoch >= m.checked.spec.epochs:
+                end(m, "succeeded")
+        last_checkpoint = time.monotonic()
+        while trainer.active:
+            if cancelled is not None:
+                stop = set(cancelled())
+                for m in trainer.active:
+                    if m.index in stop:
+                        end(m, "cancelled")
+                if not trainer.active:
+                    break
+            trainer.compact()
+            t0 = time.perf_counter()
+            epoch += 1
+            train_losses = trainer.train_epoch(epoch).tolist()
+            val_losses, metrics = trainer.evaluate()
+            val_list = val_losses.tolist()
+            metric_lists = {name: v.tolist() for name, v in metrics.items()}
+            seconds = time.perf_counter() - t0
+            for m in trainer.active:
+                r = m.row
+                error = divergence(train_losses[r], val_list[r], m.book.epoch)
+                if error is not None:
+                    end(m, "diverged", error)
+                    continue
+                result = EpochResult(
+                    epoch, train_losses[r], val_list[r], {k: v[r] for k, v in metric_lists.items()}, seconds
+                )
+                stop_early = m.book.record(result, trainer.network.params[r])
+                if on_epoch is not None:
+                    on_epoch(m.index, result)
+                if stop_early or epoch >= m.checked.spec.epochs:
+                    end(m, "succeeded")
+            if on_checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds:
+                for m in trainer.active:
+                    on_checkpoint(m.index, trainer.checkpoint(m), epoch)
+                last_checkpoint = time.monotonic()
+    return [m.result for m in trainer.members]  # type: ignore[misc]
