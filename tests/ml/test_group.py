@@ -25,11 +25,13 @@ CNN = {"dataset": {"name": "digits", "params": {"n_samples": 300}},
        "model": {"type": "cnn", "conv_layers": 2, "filters": 3, "kernel_size": 5, "hidden_layers": 1, "neurons": 8},
        "batch_size": 32, "epochs": 3}  # fmt: skip
 TWO = {"dataset": {"name": "colored_digits", "params": {"n_samples": 300}},
-       "model": {"type": "cnn", "conv_layers": 1, "filters": 3, "kernel_size": 5, "hidden_layers": 0, "shared_layers": 1,
+       "model": {"type": "cnn", "conv_layers": 1, "filters": 3, "kernel_size": 5, "hidden_layers": 0,
+                 "shared_layers": 1,
                  "heads": {"color": {"conv_layers": 1, "filters": 2, "kernel_size": 12, "hidden_layers": 0}}},
        "batch_size": 32, "epochs": 3}  # fmt: skip
 GAUSS = {"dataset": {"name": "house_prices"}, "loss": "gaussian_nll",
-         "model": {"hidden_layers": 2, "neurons": 8, "sigma": {"neurons": 12}}, "batch_size": 128, "epochs": 6}  # fmt: skip
+         "model": {"hidden_layers": 2, "neurons": 8, "sigma": {"neurons": 12}},
+         "batch_size": 128, "epochs": 6}  # fmt: skip
 
 
 def variant(spec: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def check_group(specs: list[dict[str, Any]], val_rows: int, **kwargs: Any) -> li
 @pytest.mark.parametrize(
     "optimizers",
     [
-        [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.2, "momentum": 0.9}, {"name": "sgd", "lr": 0.1, "weight_decay": 0.01}],
+        [{"name": "sgd", "lr": 0.05}, {"name": "sgd", "lr": 0.2, "momentum": 0.9},
+         {"name": "sgd", "lr": 0.1, "weight_decay": 0.01}],
         [{"name": "adam", "lr": 0.01}, {"name": "adam", "lr": 0.003, "weight_decay": 0.001}],
         [{"name": "adamw", "lr": 0.01, "weight_decay": 0.1}, {"name": "adamw", "lr": 0.02}],
         [{"name": "rmsprop", "lr": 0.01}, {"name": "rmsprop", "lr": 0.003, "momentum": 0.5}],
