@@ -80,13 +80,10 @@ class GroupTrainer:
         self.objective = Objective(self.info, self.loss, self.norm.y_std)
         rows = initial_rows(self.plan, [c.spec.seed for c in checked], device)
         self.members = [Member(i, c, RunBook(c, self.norm, rows[i]), row=i) for i, c in enumerate(checked)]
-        self._build(rows, StackedOptimizer([c.spec.optimizer for c in checked], rows))
-        self.single, self.single_flat = _single(self.plan, device)
-
-    def _build(self, rows: torch.Tensor, optimizer: StackedOptimizer) -> None:
         self.network = StackedNetwork(self.plan, rows)
-        self.optimizer = optimizer
+        self.optimizer = StackedOptimizer([c.spec.optimizer for c in checked], self.network.params, self.network.layout)
         self.fast = fast_step(self.network, self.info, self.loss)
+        self.single, self.single_flat = _single(self.plan, device)
 
     @property
     def active(self) -> list[Member]:
@@ -94,7 +91,7 @@ class GroupTrainer:
 
     def restore(self, member: Member, blob: bytes) -> None:
         tensors = member.book.restore(blob, self.device)
-        self.network.params[member.row].copy_(tensors["params"])
+        self.network.layout.set_row(self.network.params, member.row, tensors["params"])
         self.optimizer.load_member_state(member.row, tensors)
 
     # -- one epoch for every member ------------------------------------------------------------
@@ -154,11 +151,13 @@ class GroupTrainer:
             artifact = member.book.artifact(self.single, self.single_flat)
         member.result = member.book.result(status, artifact, str(self.device), time.perf_counter() - started, error)  # type: ignore[arg-type]
         self.optimizer.freeze(row)
-        self.network.params[row].zero_()  # a frozen row stays finite and unchanged
+        layout = self.network.layout
+        layout.set_row(self.network.params, row, torch.zeros(layout.width, device=self.device))  # stays finite
         return member.result
 
     def checkpoint(self, member: Member) -> bytes:
-        return member.book.checkpoint(self.network.params[member.row], self.optimizer.member_state(member.row))
+        params = self.network.layout.row(self.network.params, member.row)
+        return member.book.checkpoint(params, self.optimizer.member_state(member.row))
 
     def compact(self) -> None:
         """Drop finished members from the stack once they are at least half of it."""
@@ -166,9 +165,10 @@ class GroupTrainer:
         if not active or len(active) * 2 > self.network.k:
             return
         rows = torch.tensor([m.row for m in active], device=self.device)
-        params = self.network.params[rows]
-        self.optimizer.keep(rows)
-        self._build(params, self.optimizer)
+        kept = self.network.layout.to_rows(self.network.params)[rows]
+        self.network = StackedNetwork(self.plan, kept)
+        self.optimizer.keep(rows, self.network.layout)
+        self.fast = fast_step(self.network, self.info, self.loss)
         for new_row, m in enumerate(active):
             m.row = new_row
 
@@ -250,7 +250,7 @@ def train_group(
                 result = EpochResult(
                     epoch, train_losses[r], val_list[r], {k: v[r] for k, v in metric_lists.items()}, seconds
                 )
-                stop_early = m.book.record(result, trainer.network.params[r])
+                stop_early = m.book.record(result, trainer.network.layout.row(trainer.network.params, r))
                 if on_epoch is not None:
                     on_epoch(m.index, result)
                 if stop_early or epoch >= m.checked.spec.epochs:

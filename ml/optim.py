@@ -9,6 +9,7 @@ the state is a few named flat tensors, which makes checkpoints trivial.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -101,18 +102,19 @@ class FlatOptimizer:
 
 
 class StackedOptimizer:
-    """FlatOptimizer's formulas for K members at once: parameters and gradients (K, P),
-    learning rate, momentum and weight decay (K, 1), one per member. All members share the
-    optimizer kind (Adam's bias correction uses the group's step count: members start and
-    resume together). `freeze(k)` stops member k for good: its row stays as it is."""
+    """FlatOptimizer's formulas for K members at once, on a stacked flat buffer laid out by
+    `layout` (ml.stacked.Layout). Learning rate, momentum and weight decay are per member
+    (expanded to every parameter of the member). All members share the optimizer kind and
+    Adam's step count (members start and resume together). `freeze(k)` stops member k."""
 
-    def __init__(self, specs: list[OptimizerSpec], params: torch.Tensor) -> None:
+    def __init__(self, specs: list[OptimizerSpec], params: torch.Tensor, layout: Any) -> None:
         names = {s.name for s in specs}
         if len(names) != 1:
             raise ValueError(f"one optimizer kind per group, got {sorted(names)}")
         self.name = specs[0].name
-        column = lambda values: torch.tensor(values, dtype=params.dtype, device=params.device).unsqueeze(1)  # noqa: E731
-        self.lr = column([s.lr for s in specs])
+        self.layout = layout
+        column = lambda values: torch.tensor(values, dtype=params.dtype, device=params.device)  # noqa: E731
+        self.lr = column([s.lr for s in specs])  # (K,)
         self.momentum = column([s.momentum or 0.0 for s in specs])
         self.weight_decay = column([s.weight_decay for s in specs])
         self.has_momentum = [bool(s.momentum) for s in specs]
@@ -130,14 +132,17 @@ class StackedOptimizer:
         self._derive()
 
     def _derive(self) -> None:
-        self.neg_lr = -self.lr
-        self.decay_factor = 1.0 - self.lr * self.weight_decay  # AdamW's decoupled decay
+        expand = self.layout.per_member
+        self.neg_lr = expand(-self.lr)
+        self.momentum_all = expand(self.momentum)
+        self.decay_all = expand(self.weight_decay)
+        self.decay_factor = expand(1.0 - self.lr * self.weight_decay)  # AdamW's decoupled decay
 
     def freeze(self, k: int) -> None:
         """Member k never changes again (it finished; its results are already taken)."""
         self.lr[k] = 0.0
-        for t in self.state.values():
-            t[k].zero_()  # a diverged member's NaN state would otherwise keep its row NaN
+        for t in self.state.values():  # a diverged member's NaN state would keep its row NaN
+            self.layout.set_row(t, k, torch.zeros(self.layout.width, dtype=t.dtype, device=t.device))
         self._derive()
 
     @torch.no_grad()
@@ -147,34 +152,34 @@ class StackedOptimizer:
             if self.use_decay:
                 p.mul_(self.decay_factor)
         elif self.use_decay:
-            g = g.addcmul(p, self.weight_decay)
+            g = g.addcmul(p, self.decay_all)
         if self.name in ("adam", "adamw"):
             b1, b2 = ADAM_BETAS
             m, v = self.state["exp_avg"], self.state["exp_avg_sq"]
             m.lerp_(g, 1.0 - b1)
             v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
             denom = (v.sqrt() / math.sqrt(1.0 - b2**self.steps)).add_(ADAM_EPS)
-            p.addcmul_(m / denom, self.neg_lr / (1.0 - b1**self.steps))
+            p.addcmul_(m / denom, self.neg_lr, value=1.0 / (1.0 - b1**self.steps))
         elif self.name == "rmsprop":
             sq = self.state["square_avg"]
             sq.mul_(RMSPROP_ALPHA).addcmul_(g, g, value=1.0 - RMSPROP_ALPHA)
             avg = sq.sqrt().add_(RMSPROP_EPS)
             if self.use_momentum:
                 buf = self.state["momentum_buffer"]
-                buf.mul_(self.momentum).addcdiv_(g, avg)
+                buf.mul_(self.momentum_all).addcdiv_(g, avg)
                 p.addcmul_(buf, self.neg_lr)
             else:
                 p.addcmul_(g / avg, self.neg_lr)
         else:  # sgd
             if self.use_momentum:
                 buf = self.state["momentum_buffer"]
-                buf.mul_(self.momentum).add_(g)
+                buf.mul_(self.momentum_all).add_(g)
                 g = buf
             p.addcmul_(g, self.neg_lr)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's state in FlatOptimizer's form (a single run's checkpoint)."""
-        out = {f"opt.{name}": t[k] for name, t in self.state.items()}
+        out = {f"opt.{name}": self.layout.row(t, k) for name, t in self.state.items()}
         if not self.has_momentum[k]:
             out.pop("opt.momentum_buffer", None)
         return out | {"opt.steps": torch.tensor(self.steps)}
@@ -182,12 +187,13 @@ class StackedOptimizer:
     def load_member_state(self, k: int, tensors: dict[str, torch.Tensor]) -> None:
         for name, t in self.state.items():
             if f"opt.{name}" in tensors:
-                t[k].copy_(tensors[f"opt.{name}"])
+                self.layout.set_row(t, k, tensors[f"opt.{name}"])
         self.steps = int(tensors["opt.steps"])
 
-    def keep(self, rows: torch.Tensor) -> None:
-        """Keep only these members (compaction), in this order."""
+    def keep(self, rows: torch.Tensor, layout: Any) -> None:
+        """Keep only these members (compaction), in this order, in the new layout."""
         self.lr, self.momentum, self.weight_decay = self.lr[rows], self.momentum[rows], self.weight_decay[rows]
         self.has_momentum = [self.has_momentum[int(r)] for r in rows]
-        self.state = {name: t[rows] for name, t in self.state.items()}
+        self.state = {name: layout.from_rows(self.layout.to_rows(t)[rows]) for name, t in self.state.items()}
+        self.layout = layout
         self._derive()

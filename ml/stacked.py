@@ -1,8 +1,8 @@
 """K networks of one layer structure as one: stacked weights, batched products, grouped convolutions.
 
-Member k's parameters are row k of a [K, P] buffer, laid out exactly as a single network's flat
-buffer (`ml.optim.flatten_parameters`), so row k *is* that member's network. Each layer's
-weights are strided views of the buffer, shaped (K, *single shape):
+Each parameter of the single network becomes a (K, *shape) block of one flat buffer (`Layout`);
+member k's "row" (its parameters in a single network's flat order, `ml.optim.flatten_parameters`)
+is what its checkpoints and artifacts hold. Each layer computes all members at once:
 
 - dense: x (K, batch, in) -> `torch.baddbmm(b, x, W^T)` -> (K, batch, out);
 - convolution: x (batch, K*C, H, W) -> `conv2d(..., groups=K)` -> (batch, K*F, H', W'): each
@@ -14,7 +14,6 @@ Members never share a number: one member's NaN cannot reach another's outputs or
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -26,9 +25,6 @@ from ml.datasets import DatasetInfo
 from ml.layers import Conv, NetworkPlan
 from ml.networks import build_network
 
-# Gradients accumulate into strided views of the (K, P) gradient buffer on purpose.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-
 _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
@@ -39,27 +35,72 @@ _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+class Layout:
+    """Where K members' parameters live in one flat buffer: parameter by parameter, each a
+    contiguous (K, *shape) block, so batched products read and write them without copies.
+    Member k's flat parameters in a single network's order (its "row") are a gather over the
+    blocks; rows are what checkpoints and artifacts hold."""
+
+    def __init__(self, shapes: list[torch.Size], k: int) -> None:
+        self.shapes = shapes
+        self.k = k
+        self.sizes = [s.numel() for s in shapes]
+        self.width = sum(self.sizes)  # P, one member's parameter count
+
+    def blocks(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """(K, n) views of each parameter's block."""
+        out, offset = [], 0
+        for n in self.sizes:
+            out.append(flat[offset : offset + self.k * n].view(self.k, n))
+            offset += self.k * n
+        return out
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        return [b.view(self.k, *shape) for b, shape in zip(self.blocks(flat), self.shapes, strict=True)]
+
+    def from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """(K, P) rows -> the flat buffer."""
+        parts, offset = [], 0
+        for n in self.sizes:
+            parts.append(rows[:, offset : offset + n].reshape(-1))
+            offset += n
+        return torch.cat(parts)
+
+    def to_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.blocks(flat), dim=1)
+
+    def row(self, flat: torch.Tensor, k: int) -> torch.Tensor:
+        return torch.cat([b[k] for b in self.blocks(flat)])
+
+    def set_row(self, flat: torch.Tensor, k: int, values: torch.Tensor) -> None:
+        offset = 0
+        for block, n in zip(self.blocks(flat), self.sizes, strict=True):
+            block[k].copy_(values[offset : offset + n])
+            offset += n
+
+    def per_member(self, values: torch.Tensor) -> torch.Tensor:
+        """(K,) values -> a flat buffer holding each member's value on all its parameters."""
+        return torch.cat([values.unsqueeze(1).expand(self.k, n).reshape(-1) for n in self.sizes])
+
+
 class StackedNetwork:
-    """The forward pass of K members; parameters are views of `self.params` (K, P), their
-    gradients views of `self.grads` (K, P)."""
+    """The forward pass of K members; parameters are (K, *shape) views of `self.params`,
+    their gradients views of `self.grads` (both laid out by `self.layout`)."""
 
     def __init__(self, plan: NetworkPlan, rows: torch.Tensor) -> None:
         """rows: (K, P), each a member's flat parameters (see `initial_rows`)."""
         self.plan = plan
         self.k = rows.shape[0]
-        shapes = [p.shape for p in build_network(plan).parameters()]
-        self.params = rows.clone()
-        self.grads = torch.zeros_like(rows)
+        self.layout = Layout([p.shape for p in build_network(plan).parameters()], self.k)
+        self.params = self.layout.from_rows(rows)
+        self.grads = torch.zeros_like(self.params)
         device = rows.device
         self.weights: list[nn.Parameter] = []  # (K, *shape) leaves, in the single network's order
-        offset = 0
-        for shape in shapes:
-            n = shape.numel()
+        for value, grad in zip(self.layout.views(self.params), self.layout.views(self.grads), strict=True):
             leaf = nn.Parameter(torch.empty(0, device=device))
-            leaf.data = self.params[:, offset : offset + n].view(self.k, *shape)
-            leaf.grad = self.grads[:, offset : offset + n].view(self.k, *shape)
+            leaf.data = value
+            leaf.grad = grad
             self.weights.append(leaf)
-            offset += n
         # The program: per stack (trunk, then each head), its layers with their weight indices.
         index = 0
         self.program: dict[str, list[tuple[object, int]]] = {}
