@@ -10,6 +10,7 @@ from kombu import Queue
 from core.settings import Settings
 
 TRAIN_TASK = "labtrain.train_experiment"
+TRAIN_GROUP_TASK = "labtrain.train_group"
 QUEUES = ("cpu", "gpu")
 VISIBILITY_MARGIN_SECONDS = 3600  # a message is redelivered only well after the longest allowed run
 

@@ -16,7 +16,6 @@ once half the stack is done, dropped from it, so the rest run at the speed of a 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 
 from ml.data import Split, load_dataset, prepare
 from ml.datasets import Dataset
+from ml.grouping import group_key
 from ml.layers import Conv
 from ml.networks import build_network
 from ml.objective import Objective
@@ -35,22 +35,6 @@ from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 from ml.stacked import StackedNetwork, fast_step, grouped, initial_rows
 from ml.train import EVAL_CHUNK, _cpu_settings, default_threads, permutation, resolve_device
-
-
-def group_key(checked: CheckedSpec) -> str:
-    """Specs with the same key can train in one group."""
-    s = checked.spec
-    return json.dumps(
-        {
-            "dataset": s.dataset.model_dump(mode="json"),
-            "plan": repr(checked.plan),  # layer shapes and activations
-            "loss": s.loss,
-            "batch_size": s.batch_size,
-            "optimizer": s.optimizer.name,
-            "device": s.device,
-        },
-        sort_keys=True,
-    )
 
 
 @dataclass
@@ -188,6 +172,7 @@ def train_group(
     cancelled: Callable[[], Iterable[int]] | None = None,
     on_checkpoint: Callable[[int, bytes, int], None] | None = None,
     on_finish: Callable[[int, TrainResult], None] | None = None,
+    on_epoch_end: Callable[[int], None] | None = None,
     checkpoint_seconds: float = 30.0,
     resume_from: dict[int, bytes] | None = None,
     threads: int | None = None,
@@ -196,6 +181,7 @@ def train_group(
 
     `cancelled()` is polled at each epoch boundary and returns the indices to stop now;
     `on_finish(i, result)` is called the moment member i ends (with its artifact);
+    `on_epoch_end(epoch)` after every member's callbacks of an epoch (to write them together);
     `resume_from` maps indices to checkpoints (all from the same epoch: a group's checkpoints
     are taken together)."""
     started = time.perf_counter()
@@ -255,6 +241,8 @@ def train_group(
                     on_epoch(m.index, result)
                 if stop_early or epoch >= m.checked.spec.epochs:
                     end(m, "succeeded")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
             if on_checkpoint is not None and time.monotonic() - last_checkpoint >= checkpoint_seconds:
                 for m in trainer.active:
                     on_checkpoint(m.index, trainer.checkpoint(m), epoch)

@@ -87,7 +87,8 @@ def _distribution_kind(value: Any) -> str | None:
     if isinstance(value, dict):
         kinds = [k for k in value if k in DISTRIBUTIONS]
         return kinds[0] if len(kinds) == 1 else None
-    return {Choice: "choice", Uniform: "uniform", LogUniform: "log_uniform", IntRange: "int"}.get(type(value))
+    by_type: dict[type, str] = {Choice: "choice", Uniform: "uniform", LogUniform: "log_uniform", IntRange: "int"}
+    return by_type.get(type(value))
 
 
 Distribution = Annotated[
@@ -273,13 +274,13 @@ def _variant_rows(variants: list[dict[str, Any]], errors: list[dict[str, Any]]) 
     for i, variant in enumerate(variants):
         name = variant.get("name")
         if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
-            errors.append(_error(("variants", i, "name"), f"row {i} needs a name: a string of 1 to {MAX_NAME} characters"))
+            errors.append(
+                _error(("variants", i, "name"), f"row {i} needs a name: a string of 1 to {MAX_NAME} characters")
+            )
             continue
         if name in seen:
-            errors.append(
-                _error(("variants", i, "name"), f"row {name!r} (variants[{i}]): the name is already row {seen[name]}'s; "
-                       "give each row its own name")
-            )
+            taken = f"row {name!r} (variants[{i}]): the name is already row {seen[name]}'s; give each row its own name"
+            errors.append(_error(("variants", i, "name"), taken))
             continue
         seen[name] = i
         rows.append(_Row(name, {k: v for k, v in variant.items() if k != "name"}, ("variants", i)))

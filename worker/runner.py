@@ -16,6 +16,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from core.artifact_store import ArtifactStore, ArtifactUnavailable
 from core.db import session_scope
 from core.repositories import artifacts
 from core.repositories import experiments as experiments_repo
@@ -128,7 +129,8 @@ class Run:
             if not experiments_repo.touch(session, self.experiment_id, self.attempt):
                 self.lost = True
                 return
-            artifacts.put(session, self.experiment_id, "checkpoint", blob, epoch=epoch)
+            store = ArtifactStore.from_settings(get_settings())
+            store.put(session, self.experiment_id, "checkpoint", blob, epoch=epoch)
 
 
 def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes | None, dict[str, Any] | None]:
@@ -136,8 +138,13 @@ def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes
     checkpoint dropped so the epochs trained again are not recorded twice."""
     from ml.train import checkpoint_epoch
 
-    checkpoint = artifacts.get(session, experiment_id, "checkpoint")
-    blob = checkpoint.data if checkpoint is not None else None
+    checkpoint = artifacts.describe(session, experiment_id, "checkpoint")
+    blob: bytes | None = None
+    if checkpoint is not None:
+        try:
+            blob = ArtifactStore.from_settings(get_settings()).read(session, checkpoint)
+        except ArtifactUnavailable as exc:  # start over rather than never finish
+            log.warning("experiment %s: checkpoint unreadable, training from the start: %s", experiment_id, exc)
     done = checkpoint_epoch(blob) if blob is not None else 0
     metrics_repo.delete_after(session, experiment_id, done)
     rows = metrics_repo.list_epochs(session, experiment_id)
@@ -230,9 +237,10 @@ def _finish(
     with session_scope() as session:
         if not experiments_repo.touch(session, experiment_id, attempt):
             return "lost"
+        store = ArtifactStore.from_settings(get_settings())
         if artifact is not None:
-            artifacts.put(session, experiment_id, "model", artifact, epoch=values.get("epochs_done"))
-        artifacts.remove(session, experiment_id, "checkpoint")  # a finished run never resumes
+            store.put(session, experiment_id, "model", artifact, epoch=values.get("epochs_done"))
+        store.remove(session, experiment_id, "checkpoint")  # a finished run never resumes
         experiments_repo.finish(session, experiment_id, attempt, status=status, error=error, **values)
     log.info("experiment %s: %s%s", experiment_id, status, f" ({error})" if error else "")
     return status

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from celery import Task
 
-from core.broker import TRAIN_TASK
+from core.broker import TRAIN_GROUP_TASK, TRAIN_TASK
 from worker.celery_app import celery_app
+from worker.group_runner import run_group
 from worker.runner import run_experiment
 
 
@@ -16,3 +17,10 @@ def train_experiment(self: Task, experiment_id: str) -> str:
     # lost, or the visibility timeout): its run may be taken over and resumed at once.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     return run_experiment(experiment_id, worker=self.request.hostname or "worker", takeover=redelivered)
+
+
+@celery_app.task(name=TRAIN_GROUP_TASK, bind=True)
+def train_group(self: Task, experiment_ids: list[str]) -> dict[str, str]:
+    """Train compatible experiments together as one stacked network; each ends as it would alone."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return run_group(list(experiment_ids), worker=self.request.hostname or "worker", takeover=redelivered)

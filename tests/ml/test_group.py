@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from ml.group import group_key, train_group
+from ml.group import train_group
+from ml.grouping import group_key, plan_groups
 from ml.predict import load_predictor
 from ml.results import TrainResult
 from ml.spec import validate_spec
@@ -172,3 +173,14 @@ def test_the_group_key_separates_what_cannot_be_stacked() -> None:
     assert key(variant(MLP, optimizer={"name": "sgd", "lr": 0.1})) != key(MLP)
     with pytest.raises(ValueError, match="cannot train together"):
         train_group([MLP, variant(MLP, batch_size=8)])
+
+
+def test_groups_are_planned_by_key_size_and_memory() -> None:
+    a = [(f"a{i}", validate_spec(variant(MLP, seed=i))) for i in range(5)]
+    b = [(f"b{i}", validate_spec(variant(MLP, batch_size=8, seed=i))) for i in range(2)]
+    members = [a[0], b[0], *a[1:], b[1]]
+    assert plan_groups(members, max_members=3, memory_bytes=1 << 30) == [["a0", "a1", "a2"], ["a3", "a4"], ["b0", "b1"]]
+    from ml.grouping import member_bytes
+
+    one = member_bytes(a[0][1])
+    assert plan_groups(a, max_members=10, memory_bytes=2 * one) == [["a0", "a1"], ["a2", "a3"], ["a4"]]
