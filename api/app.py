@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import experiments, health
+from api.model_cache import ModelCache
+from api.routes import experiments, health, predictions, sweeps
+from core.artifact_store import ArtifactStore
 from core.broker import build_celery
 from core.db import create_db_engine, session_factory
 from core.settings import Settings, get_settings
@@ -40,8 +42,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessionmaker = session_factory(engine)
     app.state.celery = celery
     app.state.key_owners = key_owners
+    app.state.model_cache = ModelCache(settings.model_cache_size)
+    app.state.artifact_store = ArtifactStore.from_settings(settings)
     install_error_handlers(app)
     app.include_router(experiments.router)
+    app.include_router(predictions.router)
+    app.include_router(sweeps.router)
     app.include_router(health.router)
     logging.getLogger("labtrain").setLevel(settings.log_level.upper())
     return app

@@ -49,6 +49,48 @@ class Unauthorized(DomainError):
     status_code = 401
 
 
+class ExperimentNotFinished(DomainError):
+    """Predictions, evaluations and the model need a succeeded experiment; `status` says where it is."""
+
+    status_code = 409
+
+
+class DatasetUnavailable(DomainError):
+    """The experiment's dataset (an upload) cannot be loaded again to evaluate on it."""
+
+    status_code = 409
+
+
+class ModelUnavailable(DomainError):
+    """The stored model of a succeeded experiment cannot be read by this API process."""
+
+    status_code = 503
+
+
+class InvalidInputs(DomainError):
+    """Prediction inputs or an evaluation request that do not fit the model; rendered like every
+    422: `error` "ValidationError" and FastAPI's `errors` list (`loc`, `msg`, `type`)."""
+
+    status_code = 422
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(_validation_detail(errors), errors=errors)
+
+    @property
+    def error(self) -> str:
+        return "ValidationError"
+
+
+class SweepNotFound(DomainError):
+    status_code = 404
+
+
+class SweepFinished(DomainError):
+    """Every member of the sweep already ended: there is nothing left to cancel."""
+
+    status_code = 409
+
+
 class BrokerUnavailable(DomainError):
     status_code = 503
 
@@ -57,8 +99,8 @@ class NotReady(DomainError):
     status_code = 503
 
 
-def error_response(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
-    """The one error envelope."""
+def error_response(status: int, error: str, detail: str, /, **extra: Any) -> JSONResponse:
+    """The one error envelope (positional parameters: an extra field may be called `status`)."""
     return JSONResponse({"error": error, "detail": detail, **jsonable_encoder(extra)}, status_code=status)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from core.tables import EpochMetric, Experiment
+from core.tables import EpochMetric, Evaluation, Experiment
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 
@@ -97,3 +97,103 @@ class MetricsRead(BaseModel):
 class ReadinessRead(BaseModel):
     status: Literal["ready"]
     checks: dict[str, str]
+
+
+# -- predictions, evaluations ----------------------------------------------------------------
+
+
+class PredictionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        description="rows in the dataset's original units: tabular rows as lists of numbers in feature order or "
+        "objects keyed by feature name; images as [C][H][W] (or [H][W] for one channel) nested lists"
+    )
+
+
+class PredictionRead(BaseModel):
+    experiment_id: str
+    predictions: list[dict[str, Any]] = Field(
+        description='one per input row: {"label", "probabilities"} (classification), {"digit": {...}, "color": '
+        '{...}} (two targets), {"value"} (mse regression), {"mu", "sigma"} (gaussian_nll), in original units'
+    )
+
+
+class EvaluationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: Literal["test", "val"] = Field("test", description="test (counted on the experiment) or val")
+
+
+class EvaluationRead(BaseModel):
+    id: int
+    experiment_id: str
+    split: Literal["test", "val"]
+    metrics: dict[str, float | int | None] = Field(
+        description="in original units: accuracy (per target for two targets), rmse; for gaussian_nll also nll, "
+        "within_1_sigma, within_2_sigma (shares of targets inside μ ± σ, μ ± 2σ), mean_sigma; rows"
+    )
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: Evaluation) -> EvaluationRead:
+        return cls(
+            id=row.id,
+            experiment_id=row.experiment_id,
+            split=row.split,  # type: ignore[arg-type]
+            metrics=row.metrics,
+            created_at=row.created_at,
+        )
+
+
+class EvaluationResult(EvaluationRead):
+    test_evaluations: int = Field(description="how many times the experiment's test split has been evaluated, now")
+
+
+class EvaluationPage(BaseModel):
+    items: list[EvaluationRead] = Field(description="oldest first")
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+
+SweepStatus = Literal["running", "finished", "cancelled"]
+
+
+class SweepMemberRead(BaseModel):
+    experiment_id: str
+    name: str = Field(description="its row's name (every repeat of a row has it)")
+    row: int = Field(description="the row's position in the sweep, from 0")
+    repeat: int = Field(description="which repeat of its row, from 0 (seed = the row's seed + repeat)")
+
+
+class SweepRead(BaseModel):
+    id: str
+    name: str
+    status: SweepStatus = Field(
+        description="running until every member ended, then finished; cancelled once cancelled"
+    )
+    counts: dict[str, int] = Field(description="members by status (only statuses that occur)")
+    size: int = Field(description="how many experiments the sweep trains (rows × repeats)")
+    repeats: int
+    experiment_ids: list[str] = Field(description="the members, in sweep order (rows in order, repeats together)")
+    members: list[SweepMemberRead]
+    request: dict[str, Any] = Field(description="the request as accepted (base and variants, grid or random)")
+    created_at: UtcDatetime
+
+
+class SweepPage(BaseModel):
+    items: list[SweepRead]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class SweepTableRead(BaseModel):
+    sweep_id: str
+    name: str
+    status: SweepStatus
+    metric: str | None = Field(description="the column that ranks rows (val_accuracy: higher, val_rmse: lower)")
+    columns: list[str] = Field(description="the columns of the csv and markdown renderings, in order")
+    rows: list[dict[str, Any]] = Field(
+        description='one per row name: {"name", "opt", "lr", "bs", "ep", ["convlay", "ks",] "hidlay", "neur", "act", '
+        '"loss", "par", "val_accuracy" (per target too for two targets) or "val_rmse", with repeats '
+        '"<metric>_mean" and "<metric>_std", "n", "status", "best", "test_evaluations", "experiment_ids"}'
+    )

@@ -9,7 +9,10 @@ the limit: no HTTP, no database, no JSON):
   network), and requests that miss the cache (a second API with LABTRAIN_MODEL_CACHE_SIZE=1,
   asked for the two models in turn: every request reads and builds its model);
 - requests per second from 16 concurrent clients (one asyncio client), single rows, errors counted;
-- rows per second in batches of 1,000 rows.
+- rows per second in batches of 1,000 rows;
+- the API process's CPU time per request (psutil), which other work on the machine disturbs
+  less than wall-clock figures do: 1 / (CPU per request) is what one API process can serve
+  with a core to itself.
 
 Run: `.venv/bin/python -m bench.predict_latency [--database-url URL] [--redis-url URL]`
 (default: a temporary SQLite file and redis://127.0.0.1:6379/15).
@@ -32,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +97,11 @@ def start_api(env: dict[str, str], log: Path, **extra: str) -> tuple[subprocess.
         if time.monotonic() > deadline:
             raise SystemExit(f"the API did not start; log in {log}")
         time.sleep(0.1)
+
+
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    times = psutil.Process(process.pid).cpu_times()
+    return times.user + times.system
 
 
 def predict_url(experiment_id: str) -> str:
@@ -186,9 +195,14 @@ def main() -> None:
                     time.sleep(0.2)
                 assert exp["status"] == "succeeded", exp
 
+            import torch
+
             from ml.data import load_dataset
             from ml.predict import load_predictor
             from ml.spec import validate_spec
+
+            torch.set_num_threads(1)  # the in-process limit runs as the API process does (api/model_cache.py)
+            torch.backends.mkldnn.enabled = False
 
             rows, predictors = {}, {}
             for name, spec in (("mlp", MLP), ("cnn", CNN)):
@@ -204,9 +218,17 @@ def main() -> None:
             assert client.post(predict_url(ids["cnn"]), json={"inputs": [rows["cnn"][0]]}).status_code == 200
             results["cold_model"] = time.perf_counter() - t0
 
+            # Baselines for the CPU per request: a route with no I/O, and a read of one row.
+            for name, path in (("healthz", "/healthz"), ("read", f"/experiments/{ids['mlp']}")):
+                cpu0 = cpu_seconds(api)
+                for _ in range(args.requests):
+                    assert client.get(path).status_code == 200
+                results[f"cpu_{name}"] = (cpu_seconds(api) - cpu0) / args.requests
             for name in ("mlp", "cnn"):
                 sequential(client, ids[name], rows[name], 200)  # warm-up
+                cpu0 = cpu_seconds(api)
                 results[f"http_{name}"] = sequential(client, ids[name], rows[name], args.requests)
+                results[f"cpu_{name}"] = (cpu_seconds(api) - cpu0) / args.requests
                 in_process(predictors[name], rows[name], 200)
                 results[f"inproc_{name}"] = in_process(predictors[name], rows[name], args.requests)
                 batches(client, ids[name], rows[name], 2)
@@ -237,17 +259,29 @@ def main() -> None:
         redis.Redis.from_url(args.redis_url).flushdb()
 
     backend = database_url.split(":", 1)[0]
-    print(f"## {backend}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one API process, "
-          f"torch {__import__('torch').__version__}, {np.__name__} {np.__version__}")
-    print(f"cold: first request of a fresh API process {results['cold_process'] * 1e3:.0f} ms (MLP; imports torch); "
-          f"first request for a model not cached {results['cold_model'] * 1e3:.1f} ms (CNN)")
+    print(
+        f"## {backend}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, one API process, "
+        f"torch {__import__('torch').__version__}, {np.__name__} {np.__version__}"
+    )
+    print(
+        f"API CPU per single-row request: MLP {results['cpu_mlp'] * 1e3:.2f} ms, "
+        f"CNN {results['cpu_cnn'] * 1e3:.2f} ms (GET /healthz {results['cpu_healthz'] * 1e3:.2f} ms, "
+        f"GET /experiments/{{id}} {results['cpu_read'] * 1e3:.2f} ms); "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(
+        f"cold: first request of a fresh API process {results['cold_process'] * 1e3:.0f} ms (MLP; imports torch); "
+        f"first request for a model not cached {results['cold_model'] * 1e3:.1f} ms (CNN)"
+    )
     for name, label in (("mlp", "exercise 1 MLP"), ("cnn", "exercise 2 CNN")):
         rps, errors = results[f"rps_{name}"]
-        print(f"{label}: single row p50/p99 over HTTP {ms(results[f'http_{name}'])}, in process "
-              f"{ms(results[f'inproc_{name}'])}; uncached (cache of 1) {ms(results['miss'][name])}; "
-              f"{rps:.0f} requests/s from {args.clients} clients ({errors} errors); "
-              f"batches of 1,000: {results[f'batch_http_{name}']:.0f} rows/s over HTTP, "
-              f"{results[f'batch_inproc_{name}']:.0f} rows/s in process")
+        print(
+            f"{label}: single row p50/p99 over HTTP {ms(results[f'http_{name}'])}, in process "
+            f"{ms(results[f'inproc_{name}'])}; uncached (cache of 1) {ms(results['miss'][name])}; "
+            f"{rps:.0f} requests/s from {args.clients} clients ({errors} errors); "
+            f"batches of 1,000: {results[f'batch_http_{name}']:.0f} rows/s over HTTP, "
+            f"{results[f'batch_inproc_{name}']:.0f} rows/s in process"
+        )
 
 
 if __name__ == "__main__":

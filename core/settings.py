@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     max_epochs: int = Field(100_000, ge=1)
     max_run_seconds: int = Field(6 * 3600, ge=10, description="a run longer than this ends as failed")
     max_prediction_rows: int = Field(10_000, ge=1)
+    max_sweep_size: int = Field(500, ge=1, description="experiments in one sweep (rows × repeats)")
 
     # Worker behaviour.
     checkpoint_seconds: float = Field(30.0, ge=0.0, description="checkpoint at most this often")
@@ -33,6 +34,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="0: chosen from the model size")
     heartbeat_stale_seconds: float = Field(
         300.0, gt=0.0, description="a running experiment silent this long may be taken over by another delivery"
+    )
+
+    # Artifacts (trained models and checkpoints): in the database unless a directory is set and
+    # the blob is larger than the inline limit. Every API and worker host must see the directory.
+    artifact_dir: Path | None = Field(None, description="unset: every artifact is stored in the database")
+    artifact_inline_max_bytes: int = Field(
+        4 * 1024 * 1024, ge=0, description="with artifact_dir set, larger artifacts are written there as files"
     )
 
     # API behaviour.
@@ -43,6 +51,13 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, v: Path) -> Path:
         return v.expanduser().resolve()
+
+    @field_validator("artifact_dir", mode="before")
+    @classmethod
+    def _absolute_or_unset(cls, v: object) -> Path | None:
+        if v is None or not str(v).strip():  # LABTRAIN_ARTIFACT_DIR= (empty) means unset
+            return None
+        return Path(str(v)).expanduser().resolve()
 
     @property
     def resolved_database_url(self) -> str:

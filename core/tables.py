@@ -145,7 +145,9 @@ class Artifact(Base):
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))  # "model" | "checkpoint"
-    data: Mapped[bytes] = mapped_column(Blob, deferred=True)
+    data: Mapped[bytes | None] = mapped_column(Blob, deferred=True)  # None when stored as a file
+    location: Mapped[str | None] = mapped_column(String(300))  # the file, relative to LABTRAIN_ARTIFACT_DIR
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the blob, checked when it is read
     size: Mapped[int] = mapped_column(BigInteger)
     epoch: Mapped[int | None] = mapped_column(Integer)  # the last epoch it contains
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,24 +1,74 @@
-"""SQL for artifacts: one model and one checkpoint per experiment, replaced on rewrite."""
+"""SQL for artifacts: one model and one checkpoint per experiment, replaced on rewrite.
+
+A row holds its blob in `data`, or names a file (`location`, relative to LABTRAIN_ARTIFACT_DIR)
+that core.artifact_store wrote; `sha256` is the blob's digest either way. The files themselves
+are core.artifact_store's business: these functions only say which locations a write replaced.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.orm import Session, undefer
 
-from core.tables import Artifact, utcnow
+from core.tables import Artifact, Experiment, utcnow
 
 
-def put(session: Session, experiment_id: str, kind: str, data: bytes, *, epoch: int | None = None) -> None:
-    """Store `data` as the experiment's `kind` artifact, replacing the previous one."""
-    session.execute(delete(Artifact).where(Artifact.experiment_id == experiment_id, Artifact.kind == kind))
+class ModelRef(NamedTuple):
+    """An experiment's status and the identity of its stored model (no data)."""
+
+    status: str
+    artifact_id: int | None
+    created_at: datetime | None
+    sha256: str | None
+
+
+# Built once: a prediction runs this on every request, and building the statement costs more
+# than running it on SQLite.
+_MODEL_REF = (
+    select(Experiment.status, Artifact.id, Artifact.created_at, Artifact.sha256)
+    .select_from(Experiment)
+    .outerjoin(Artifact, and_(Artifact.experiment_id == Experiment.id, Artifact.kind == "model"))
+    .where(Experiment.id == bindparam("experiment_id"), Experiment.owner == bindparam("owner"))
+)
+
+
+def put(
+    session: Session,
+    experiment_id: str,
+    kind: str,
+    data: bytes | None,
+    *,
+    size: int | None = None,
+    epoch: int | None = None,
+    location: str | None = None,
+    sha256: str | None = None,
+) -> list[str]:
+    """Store the experiment's `kind` artifact (its bytes, or the `location` of its file),
+    replacing the previous one; returns the file locations the replaced rows named."""
+    if (data is None) == (location is None):
+        raise ValueError("an artifact is stored either inline (data) or as a file (location), not both")
+    replaced = remove(session, experiment_id, kind)
     session.add(
-        Artifact(experiment_id=experiment_id, kind=kind, data=data, size=len(data), epoch=epoch, created_at=utcnow())
+        Artifact(
+            experiment_id=experiment_id,
+            kind=kind,
+            data=data,
+            location=location,
+            sha256=sha256,
+            size=len(data) if data is not None else size,
+            epoch=epoch,
+            created_at=utcnow(),
+        )
     )
     session.flush()
+    return replaced
 
 
 def get(session: Session, experiment_id: str, kind: str) -> Artifact | None:
-    """The artifact with its data loaded, or None."""
+    """The artifact with its data loaded (None for a file-stored one), or None."""
     stmt = (
         select(Artifact)
         .where(Artifact.experiment_id == experiment_id, Artifact.kind == kind)
@@ -27,5 +77,31 @@ def get(session: Session, experiment_id: str, kind: str) -> Artifact | None:
     return session.scalars(stmt).one_or_none()
 
 
-def remove(session: Session, experiment_id: str, kind: str) -> None:
-    session.execute(delete(Artifact).where(Artifact.experiment_id == experiment_id, Artifact.kind == kind))
+def describe(session: Session, experiment_id: str, kind: str) -> Artifact | None:
+    """The artifact's row without its data (id, size, location, sha256, created_at), or None."""
+    stmt = select(Artifact).where(Artifact.experiment_id == experiment_id, Artifact.kind == kind)
+    return session.scalars(stmt).one_or_none()
+
+
+def model_ref(session: Session, experiment_id: str, owner: str) -> ModelRef | None:
+    """The owner's experiment's status and its model artifact's identity, in one query; None when
+    the owner has no such experiment."""
+    row = session.execute(_MODEL_REF, {"experiment_id": experiment_id, "owner": owner}).one_or_none()
+    return ModelRef(*row) if row is not None else None
+
+
+def get_by_id(session: Session, artifact_id: int) -> Artifact | None:
+    """One artifact row without its data, by id."""
+    return session.get(Artifact, artifact_id)
+
+
+def read_data(session: Session, artifact_id: int) -> bytes | None:
+    """The inline bytes of one artifact row (None for a file-stored one or a row that is gone)."""
+    return session.scalar(select(Artifact.data).where(Artifact.id == artifact_id))
+
+
+def remove(session: Session, experiment_id: str, kind: str) -> list[str]:
+    """Delete the experiment's `kind` artifact; returns the file locations the deleted rows named."""
+    stmt = delete(Artifact).where(Artifact.experiment_id == experiment_id, Artifact.kind == kind)
+    locations = session.scalars(stmt.returning(Artifact.location)).all()
+    return [loc for loc in locations if loc is not None]
