@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, or_, select, true, update
+from sqlalchemy import and_, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from core.repositories import rowcount
@@ -217,3 +217,88 @@ def finish(
         values["best_metrics"] = best
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
     return rowcount(result) == 1
+
+
+# -- sweeps: their members are experiments with `sweep_id` set --------------------------------
+
+
+@dataclass(frozen=True)
+class NewExperiment:
+    """One experiment to insert with `create_many` (a sweep's member)."""
+
+    name: str
+    spec: dict[str, Any]
+    task: str
+    param_count: int
+    queue: str
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+def create_many(session: Session, *, owner: str, sweep_id: str, rows: list[NewExperiment]) -> list[Experiment]:
+    """Insert the queued members of a sweep in one flush (a repeated idempotency key raises
+    IntegrityError here); returned in the order given."""
+    now = utcnow()
+    experiments = [
+        Experiment(
+            owner=owner,
+            name=row.name,
+            status="queued",
+            spec=row.spec,
+            task=row.task,
+            param_count=row.param_count,
+            queue=row.queue,
+            epochs_done=0,
+            attempt=0,
+            cancel_requested=False,
+            test_evaluations=0,
+            idempotency_key=row.idempotency_key,
+            request_hash=row.request_hash,
+            sweep_id=sweep_id,
+            created_at=now,
+        )
+        for row in rows
+    ]
+    session.add_all(experiments)
+    session.flush()
+    return experiments
+
+
+def list_in_sweep(session: Session, sweep_id: str) -> list[Experiment]:
+    return list(session.scalars(select(Experiment).where(Experiment.sweep_id == sweep_id)))
+
+
+def status_counts(session: Session, sweep_ids: list[str]) -> dict[str, dict[str, int]]:
+    """sweep id → {status: members}, for every sweep given (one grouped query)."""
+    counts: dict[str, dict[str, int]] = {sweep_id: {} for sweep_id in sweep_ids}
+    if not sweep_ids:
+        return counts
+    stmt = (
+        select(Experiment.sweep_id, Experiment.status, func.count())
+        .where(Experiment.sweep_id.in_(sweep_ids))
+        .group_by(Experiment.sweep_id, Experiment.status)
+    )
+    for sweep_id, status, n in session.execute(stmt):
+        if sweep_id is not None:
+            counts[sweep_id][status] = int(n)
+    return counts
+
+
+def cancel_queued_in_sweep(session: Session, sweep_id: str) -> int:
+    """Every queued member → cancelled at once; returns how many."""
+    result = session.execute(
+        update(Experiment)
+        .where(Experiment.sweep_id == sweep_id, Experiment.status == "queued")
+        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    )
+    return rowcount(result)
+
+
+def request_cancel_in_sweep(session: Session, sweep_id: str) -> int:
+    """Flag every running member; each worker stops at its next epoch boundary. Returns how many."""
+    result = session.execute(
+        update(Experiment)
+        .where(Experiment.sweep_id == sweep_id, Experiment.status == "running")
+        .values(cancel_requested=True)
+    )
+    return rowcount(result)

@@ -1,0 +1,372 @@
+"""Sweep use cases: submit (every member validated first, stored in one transaction, enqueued
+after the commit, idempotent), read, list, cancel, and the study table.
+
+A sweep row keeps the accepted request and its member list (`spec = {"request", "request_hash",
+"members": [{"experiment_id", "name", "row", "repeat"}]}`); its members are ordinary experiments
+with `sweep_id` set. Its status is derived from the members' on every read: `running` while any
+is queued or running, then `finished`; `cancelled` is stored by the cancel.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.deps import UnitOfWork
+from api.errors import IdempotencyKeyReused, SweepFinished, SweepNotFound
+from api.schemas import SweepMemberRead, SweepRead, SweepStatus, SweepTableRead
+from api.services.experiments import _enqueue_after_commit, decode_cursor
+from core.enqueue import queue_for
+from core.repositories import experiments as experiments_repo
+from core.repositories import sweeps as repo
+from core.settings import Settings
+from core.tables import Experiment, Sweep
+from ml.sweeps import SweepRequest, check_sweep
+
+# A sweep's Idempotency-Key is stored on its first member, prefixed: the experiments' unique
+# (owner, idempotency_key) constraint then makes two concurrent requests with one key create
+# one sweep, without a column of its own on sweeps.
+KEY_PREFIX = "sweep:"
+
+
+def _request_hash(request: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def create_sweep(
+    uow: UnitOfWork,
+    celery: Celery,
+    settings: Settings,
+    *,
+    owner: str,
+    request: SweepRequest,
+    idempotency_key: str | None,
+) -> tuple[Sweep, bool]:
+    """Validate every member, then store the sweep and its queued experiments in the request's
+    one transaction and enqueue them after the commit. Returns (sweep, created).
+
+    One bad row refuses the whole sweep (SweepInvalid, a 422 naming the row and the field)
+    before anything is stored. A repeated Idempotency-Key with the same request returns the
+    first sweep (its still-queued members sent again); with another request it is refused."""
+    checked = check_sweep(
+        request, max_params=settings.max_params, max_size=settings.max_sweep_size, max_epochs=settings.max_epochs
+    )
+    accepted = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    digest = _request_hash(accepted)
+    session = uow.session
+    if idempotency_key is not None:
+        first = experiments_repo.get_by_idempotency_key(session, owner, KEY_PREFIX + idempotency_key)
+        if first is not None:
+            return _replay(uow, celery, first, digest, idempotency_key), False
+    sweep = repo.create(session, owner=owner, name=request.name, spec={"request": accepted, "request_hash": digest})
+    rows = [
+        experiments_repo.NewExperiment(
+            name=c.checked.spec.name,
+            spec=c.checked.spec.model_dump(mode="json"),
+            task=c.checked.task,
+            param_count=c.checked.param_count,
+            queue=queue_for(c.checked.spec.device, settings),
+        )
+        for c in checked
+    ]
+    if idempotency_key is not None:
+        rows[0] = dataclasses.replace(rows[0], idempotency_key=KEY_PREFIX + idempotency_key, request_hash=digest)
+    try:
+        experiments = experiments_repo.create_many(session, owner=owner, sweep_id=sweep.id, rows=rows)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        session.rollback()  # a concurrent request with the same key won the insert
+        first = experiments_repo.get_by_idempotency_key(session, owner, KEY_PREFIX + idempotency_key)
+        if first is None:
+            raise
+        return _replay(uow, celery, first, digest, idempotency_key), False
+    members = [
+        {"experiment_id": e.id, "name": c.member.name, "row": c.member.row, "repeat": c.member.repeat}
+        for e, c in zip(experiments, checked, strict=True)
+    ]
+    repo.set_spec(session, sweep, {**sweep.spec, "members": members})
+    for experiment in experiments:
+        _enqueue_after_commit(uow, celery, experiment)
+    return sweep, True
+
+
+def _replay(uow: UnitOfWork, celery: Celery, first: Experiment, digest: str, key: str) -> Sweep:
+    """The sweep whose first member carries the key, if it was created by the same request."""
+    existing = repo.get(uow.session, first.sweep_id, first.owner) if first.sweep_id else None
+    if existing is None or existing.spec.get("request_hash") != digest:
+        what = f"sweep {existing.id}" if existing is not None else "another request"
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was already used for {what} with a different request; "
+            "use a new key for a new sweep"
+        )
+    for experiment in experiments_repo.list_in_sweep(uow.session, existing.id):
+        if experiment.status == "queued":  # a message lost before may be sent again; the claim dedupes
+            _enqueue_after_commit(uow, celery, experiment)
+    return existing
+
+
+def get_sweep(session: Session, owner: str, sweep_id: str) -> Sweep:
+    sweep = repo.get(session, sweep_id, owner)
+    if sweep is None:
+        raise SweepNotFound(f"no sweep with id {sweep_id!r}")
+    return sweep
+
+
+def sweep_status(sweep: Sweep, counts: dict[str, int]) -> SweepStatus:
+    if sweep.status == "cancelled":
+        return "cancelled"
+    return "running" if counts.get("queued", 0) + counts.get("running", 0) else "finished"
+
+
+def to_read(sweep: Sweep, counts: dict[str, int]) -> SweepRead:
+    members = [SweepMemberRead(**m) for m in sweep.spec.get("members", [])]
+    request = sweep.spec.get("request", {})
+    return SweepRead(
+        id=sweep.id,
+        name=sweep.name,
+        status=sweep_status(sweep, counts),
+        counts=counts,
+        size=len(members),
+        repeats=int(request.get("repeats", 1)),
+        experiment_ids=[m.experiment_id for m in members],
+        members=members,
+        request=request,
+        created_at=sweep.created_at,
+    )
+
+
+def read_sweep(session: Session, owner: str, sweep_id: str) -> SweepRead:
+    sweep = get_sweep(session, owner, sweep_id)
+    return to_read(sweep, experiments_repo.status_counts(session, [sweep.id])[sweep.id])
+
+
+def _encode_cursor(sweep: Sweep) -> str:
+    # The experiments' cursor format, so one decode_cursor reads both.
+    raw = json.dumps([sweep.created_at.isoformat(), sweep.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def list_sweeps(session: Session, owner: str, *, limit: int, cursor: str | None) -> tuple[list[SweepRead], str | None]:
+    """A page, newest first, and the cursor of the next page (None on the last)."""
+    before = decode_cursor(cursor) if cursor else None
+    rows = repo.list_page(session, owner=owner, limit=limit + 1, before=before)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = _encode_cursor(rows[-1])
+    counts = experiments_repo.status_counts(session, [s.id for s in rows])
+    return [to_read(s, counts[s.id]) for s in rows], next_cursor
+
+
+def cancel_sweep(uow: UnitOfWork, owner: str, sweep_id: str) -> SweepRead:
+    """Every queued member → cancelled at once, every running one stops at its next epoch
+    boundary; the sweep is `cancelled`. A sweep whose members all ended → SweepFinished."""
+    session = uow.session
+    sweep = get_sweep(session, owner, sweep_id)
+    # Queued first, then running: a member claimed between the two statements is still flagged.
+    cancelled = experiments_repo.cancel_queued_in_sweep(session, sweep.id)
+    flagged = experiments_repo.request_cancel_in_sweep(session, sweep.id)
+    if not cancelled and not flagged and sweep.status != "cancelled":
+        counts = experiments_repo.status_counts(session, [sweep.id])[sweep.id]
+        raise SweepFinished(
+            f"sweep {sweep.id} already finished ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); "
+            "there is nothing to cancel"
+        )
+    repo.mark_cancelled(session, sweep.id)
+    session.refresh(sweep)
+    return read_sweep(session, owner, sweep.id)
+
+
+def sweep_table(session: Session, owner: str, sweep_id: str) -> tuple[Table, SweepTableRead]:
+    """The study table (for csv and markdown) and its JSON: one row per row name, the best by
+    validation marked; test metrics never appear."""
+    sweep = get_sweep(session, owner, sweep_id)
+    experiments = experiments_repo.list_in_sweep(session, sweep.id)
+    counts: dict[str, int] = {}
+    for e in experiments:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    repeats = int(sweep.spec.get("request", {}).get("repeats", 1))
+    table = build_table(sweep.spec.get("members", []), experiments, repeats)
+    read = SweepTableRead(
+        sweep_id=sweep.id,
+        name=sweep.name,
+        status=sweep_status(sweep, counts),
+        metric=table.metric,
+        columns=table.columns,
+        rows=table.rows,
+    )
+    return table, read
+
+
+# -- the study table ---------------------------------------------------------------------------
+
+BASE_COLUMNS = ("name", "opt", "lr", "bs", "ep")
+TEXT_COLUMNS = frozenset({"name", "opt", "act", "loss", "status", "best", "neur"})
+
+
+@dataclass(frozen=True)
+class Table:
+    metric: str | None  # the ranking column
+    metrics: list[str]  # the metric columns, in order
+    repeats: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+def _architecture(spec: dict[str, Any], cnn: bool, two_targets: bool) -> dict[str, Any]:
+    """The report's architecture columns from a normalized spec (the base network: the digit
+    head for two targets)."""
+    model = spec["model"]
+    widths = model.get("widths")
+    hidden = len(widths) if widths is not None else model["hidden_layers"]
+    convs = model["conv_layers"] if model["type"] == "cnn" else 0
+    columns: dict[str, Any] = {}
+    if cnn:
+        columns |= {"convlay": convs, "ks": model["kernel_size"] if convs else 0}
+    neurons: Any = "/".join(map(str, widths)) if widths is not None else model["neurons"]
+    columns |= {
+        "hidlay": hidden,
+        "neur": neurons if hidden else None,
+        "act": model["activation"] if hidden or convs else None,
+        "loss": spec["loss"],
+    }
+    if two_targets:
+        columns["shared"] = model.get("shared_layers", 0)
+    return columns
+
+
+def _metric_columns(experiments: list[Experiment]) -> list[str]:
+    seen: list[str] = []
+    for e in experiments:
+        for key in e.latest_metrics or {}:
+            if (key.startswith("val_accuracy") or key == "val_rmse") and key not in seen:
+                seen.append(key)
+    if not seen:  # nothing trained yet: the task says which metric will come
+        seen = ["val_rmse"] if experiments and all(e.task == "regression" for e in experiments) else ["val_accuracy"]
+    return sorted(seen, key=lambda k: (k != "val_accuracy", k == "val_rmse", seen.index(k)))
+
+
+def _row_status(experiments: list[Experiment]) -> str:
+    counts: dict[str, int] = {}
+    for e in experiments:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def build_table(members: list[dict[str, Any]], experiments: list[Experiment], repeats: int) -> Table:
+    """One row per row name, in sweep order: the report's columns, the validation metrics of
+    the last epoch (the mean and standard deviation over repeats; over the succeeded members
+    once any succeeded), and `best` on the best fully succeeded row (the smaller network among
+    equals). Test metrics never enter."""
+    by_id = {e.id: e for e in experiments}
+    groups: dict[str, list[Experiment]] = {}
+    for m in members:
+        if m["experiment_id"] in by_id:
+            groups.setdefault(m["name"], []).append(by_id[m["experiment_id"]])
+    cnn = any(e.spec["model"]["type"] == "cnn" for e in experiments)
+    two_targets = any(e.task == "multi_target" for e in experiments)
+    metrics = _metric_columns(experiments)
+    rows: list[dict[str, Any]] = []
+    for name, group in groups.items():
+        spec = group[0].spec
+        row: dict[str, Any] = {
+            "name": name,
+            "opt": spec["optimizer"]["name"],
+            "lr": spec["optimizer"]["lr"],
+            "bs": spec["batch_size"],
+            "ep": spec["epochs"],
+            **_architecture(spec, cnn, two_targets),
+            "par": group[0].param_count,
+        }
+        succeeded = [e for e in group if e.status == "succeeded"]
+        measured = succeeded or [e for e in group if e.latest_metrics]
+        for key in metrics:
+            values = [float(v) for e in measured if (v := (e.latest_metrics or {}).get(key)) is not None]
+            mean = statistics.fmean(values) if values else None
+            row[key] = mean
+            if repeats > 1:
+                row[f"{key}_mean"] = mean
+                row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        row["n"] = len(measured)
+        row["status"] = _row_status(group)
+        row["best"] = False
+        row["test_evaluations"] = sum(e.test_evaluations for e in group)
+        row["experiment_ids"] = [e.id for e in group]
+        rows.append(row)
+    metric = "val_accuracy" if "val_accuracy" in metrics else "val_rmse" if "val_rmse" in metrics else None
+    if metric is not None:
+        candidates = [r for r in rows if r["status"] == "succeeded" and r[metric] is not None]
+        if candidates:
+            # Higher accuracy or lower RMSE; among equals the smaller network, then the first row.
+            sign = -1.0 if metric.startswith("val_accuracy") else 1.0
+            min(candidates, key=lambda r: (sign * r[metric], r["par"]))["best"] = True
+    columns = [c for c in (rows[0] if rows else {"name": None}) if c != "experiment_ids"]
+    return Table(metric, metrics, repeats, columns, rows)
+
+
+def table_csv(table: Table) -> str:
+    """Every column with its raw value (empty for none), a header row first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.columns)
+    for row in table.rows:
+        writer.writerow(["" if row[c] is None else str(row[c]).lower() if isinstance(row[c], bool) else row[c]
+                         for c in table.columns])
+    return out.getvalue()
+
+
+def _number(key: str, value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return "-"
+    if key.startswith("val_accuracy"):  # a percentage, as the report writes it
+        return f"{100 * value:.1f}%" if std is None else f"{100 * value:.1f} ± {100 * std:.1f}%"
+    return f"{value:.0f}" if std is None else f"{value:.0f} ± {std:.0f}"
+
+
+def table_markdown(table: Table) -> str:
+    """The report's table as aligned markdown: metrics as percentages (accuracy) or units (RMSE),
+    mean ± standard deviation with repeats, ✓ on the best row."""
+    hidden = {f"{k}_{s}" for k in table.metrics for s in ("mean", "std")}
+    if table.repeats == 1:
+        hidden.add("n")
+    if not any(r["test_evaluations"] for r in table.rows):
+        hidden.add("test_evaluations")
+    columns = [c for c in table.columns if c not in hidden]
+    header = ["tests" if c == "test_evaluations" else c for c in columns]
+    cells: list[list[str]] = []
+    for row in table.rows:
+        line = []
+        for c in columns:
+            value = row[c]
+            if c in table.metrics:
+                line.append(_number(c, value, row.get(f"{c}_std")))
+            elif c == "best":
+                line.append("✓" if value else "")
+            elif c == "lr" and isinstance(value, float):
+                line.append(f"{value:g}")
+            else:
+                line.append("-" if value is None else str(value))
+        cells.append(line)
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
+    right = [c not in TEXT_COLUMNS for c in columns]
+
+    def fmt(values: list[str]) -> str:
+        padded = (v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if r else "-" * (w + 2) for w, r in zip(widths, right, strict=True)) + "|"
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in cells)]) + "\n"
