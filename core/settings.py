@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, ge=0, description="with artifact_dir set, larger artifacts are written there as files"
     )
 
+    # Group training: a sweep's compatible members train together as one stacked network.
+    group_max_members: int = Field(32, ge=1, description="1 turns group training off")
+    group_memory_bytes: int = Field(1 << 30, ge=1 << 20, description="estimated memory budget of one group")
+
     # API behaviour.
     model_cache_size: int = Field(32, ge=1)
     log_level: str = "INFO"

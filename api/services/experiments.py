@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.deps import UnitOfWork
 from api.errors import BrokerUnavailable, ExperimentFinished, ExperimentNotFound, IdempotencyKeyReused, InvalidCursor
 from api.schemas import epoch_row
-from core.enqueue import enqueue_experiment, queue_for
+from core.enqueue import enqueue_group, queue_for
 from core.repositories import experiments as repo
 from core.repositories import metrics as metrics_repo
 from core.settings import Settings
@@ -35,17 +35,23 @@ def _request_hash(spec: dict[str, Any]) -> str:
 
 
 def _enqueue_after_commit(uow: UnitOfWork, celery: Celery, experiment: Experiment) -> None:
-    experiment_id, queue = experiment.id, experiment.queue
+    _enqueue_group_after_commit(uow, celery, [experiment])
+
+
+def _enqueue_group_after_commit(uow: UnitOfWork, celery: Celery, experiments: list[Experiment]) -> None:
+    """Send these experiments after the commit: one task, or one group task training them
+    together as one stacked network (they share a queue and `ml.grouping.group_key`)."""
+    ids, queue = [e.id for e in experiments], experiments[0].queue
 
     def send() -> None:
         try:
-            enqueue_experiment(celery, experiment_id, queue)
-        except Exception as exc:  # the row is committed: say how to get it queued
-            log.exception("could not enqueue experiment %s", experiment_id)
+            enqueue_group(celery, ids, queue)
+        except Exception as exc:  # the rows are committed: say how to get them queued
+            log.exception("could not enqueue experiments %s", ids)
             raise BrokerUnavailable(
-                f"experiment {experiment_id} was stored but could not be queued ({type(exc).__name__}: {exc}); "
+                f"experiment {', '.join(ids)} was stored but could not be queued ({type(exc).__name__}: {exc}); "
                 "send the same request again with the same Idempotency-Key once Redis answers",
-                experiment_id=experiment_id,
+                experiment_id=ids[0],
             ) from exc
 
     uow.after_commit(send)

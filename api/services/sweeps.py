@@ -26,12 +26,13 @@ from sqlalchemy.orm import Session
 from api.deps import UnitOfWork
 from api.errors import IdempotencyKeyReused, SweepFinished, SweepNotFound
 from api.schemas import SweepMemberRead, SweepRead, SweepStatus, SweepTableRead
-from api.services.experiments import _enqueue_after_commit, decode_cursor
+from api.services.experiments import _enqueue_after_commit, _enqueue_group_after_commit, decode_cursor
 from core.enqueue import queue_for
 from core.repositories import experiments as experiments_repo
 from core.repositories import sweeps as repo
 from core.settings import Settings
 from core.tables import Experiment, Sweep
+from ml.grouping import plan_groups
 from ml.sweeps import SweepRequest, check_sweep
 
 # A sweep's Idempotency-Key is stored on its first member, prefixed: the experiments' unique
@@ -97,8 +98,14 @@ def create_sweep(
         for e, c in zip(experiments, checked, strict=True)
     ]
     repo.set_spec(session, sweep, {**sweep.spec, "members": members})
-    for experiment in experiments:
-        _enqueue_after_commit(uow, celery, experiment)
+    by_id = {e.id: e for e in experiments}
+    groups = plan_groups(
+        [(e.id, c.checked) for e, c in zip(experiments, checked, strict=True)],
+        max_members=settings.group_max_members,
+        memory_bytes=settings.group_memory_bytes,
+    )
+    for group in groups:
+        _enqueue_group_after_commit(uow, celery, [by_id[str(i)] for i in group])
     return sweep, True
 
 

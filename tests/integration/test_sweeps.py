@@ -353,3 +353,23 @@ def test_owners_see_only_their_sweeps(keyed_api: httpx.Client) -> None:  # noqa:
     assert keyed_api.get("/experiments", params={"sweep_id": sweep_id}, headers=bob).json()["items"] == []
     assert sweep_id in [s["id"] for s in keyed_api.get("/sweeps", headers=alice).json()["items"]]
     assert keyed_api.post(f"/sweeps/{sweep_id}/cancel", headers=alice).status_code == 202
+
+
+@pytest.mark.timeout(120)
+def test_compatible_members_train_as_one_group_and_end_as_they_would_alone(stack: Stack) -> None:
+    base = base_spec(epochs=12, optimizer={"name": "sgd", "lr": 0.05})
+    sweep = post_sweep(stack, {"name": "grouped", "base": base,
+                               "grid": {"optimizer.lr": [0.02, 0.05, 0.1], "seed": [0, 1]}})  # fmt: skip
+    done = wait_sweep(stack, sweep["id"], timeout=90)
+    assert done["counts"] == {"succeeded": 6}
+    logs = stack.all_worker_logs()
+    assert "group of 6 on one stack" in logs
+    # One member trained alone, outside any sweep, ends with the same numbers.
+    member = stack.experiment(done["experiment_ids"][3])
+    alone = stack.wait_terminal(stack.submit(member["spec"])["id"], timeout=60)
+    assert alone["status"] == "succeeded"
+    group_epochs, alone_epochs = stack.epochs(member["id"]), stack.epochs(alone["id"])
+    assert [e["epoch"] for e in group_epochs] == list(range(1, 13))
+    for g, a in zip(group_epochs, alone_epochs, strict=True):
+        assert g["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
+        assert g["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=2 / 120)
