@@ -100,5 +100,54 @@ def migrate() -> None:
     console.print(f"database {hide_password(settings.resolved_database_url)} is at the latest schema")
 
 
+study_app = typer.Typer(help="Run the lab report's studies (studies/*.yaml) against a running service.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+def study_run(
+    file: Annotated[str, typer.Argument(help="a study file, e.g. studies/exercise1.yaml")],
+    url: Annotated[str, typer.Option(envvar="LABTRAIN_URL", help="the service")] = "http://127.0.0.1:8000",
+    api_key: Annotated[str | None, typer.Option(envvar="LABTRAIN_API_KEY", help="Bearer key")] = None,
+    results: Annotated[str | None, typer.Option(help="results folder (default: results/ beside the file)")] = None,
+) -> None:
+    """Submit a study, follow it, print our table beside the report's, then evaluate the chosen rows on test."""
+    from pathlib import Path
+
+    import httpx
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cli.study import StudyError, run_study
+
+    path = Path(file)
+    if not path.is_file():
+        raise fail(f"no study file {file!r}")
+    out = Path(results) if results else path.parent / "results"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with (
+        httpx.Client(base_url=url, timeout=60.0, headers=headers) as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,  # fmt: skip
+    ):
+        task = progress.add_task(path.stem, total=None)
+
+        def on_progress(sweep: dict) -> None:
+            counts = sweep["counts"]
+            done = sum(n for s, n in counts.items() if s not in ("queued", "running"))
+            progress.update(task, total=sum(counts.values()), completed=done,
+                            description=f"{path.stem} ({sweep['id']}) {sweep['status']}")  # fmt: skip
+
+        try:
+            run_study(client, path, out, on_progress)
+        except (StudyError, httpx.HTTPError) as exc:
+            raise fail(str(exc)) from exc
+    typer.echo((out / f"{path.stem}.md").read_text())
+
+
 if __name__ == "__main__":
     app()

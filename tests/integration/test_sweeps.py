@@ -373,3 +373,23 @@ def test_compatible_members_train_as_one_group_and_end_as_they_would_alone(stack
     for g, a in zip(group_epochs, alone_epochs, strict=True):
         assert g["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
         assert g["val_accuracy"] == pytest.approx(a["val_accuracy"], abs=2 / 120)
+
+
+@pytest.mark.timeout(90)
+def test_labtrain_study_run_prints_the_comparison_and_refuses_clearly(stack: Stack, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    study = {"name": "cli-study", "base": base_spec(epochs=5), "variants": [{"name": "model4"}],
+             "report": {"metric": "val_accuracy", "rows": {"model4": {"par": 105, "val": 0.7}}},
+             "evaluate": {"rows": ["best"]}}  # fmt: skip
+    path = tmp_path / "cli.yaml"
+    path.write_text(yaml.safe_dump(study))
+    command = [sys.executable, "-m", "cli.main", "study", "run", str(path), "--url", stack.base_url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=80, env=stack.env)
+    assert done.returncode == 0, done.stderr
+    assert "| model4 " in done.stdout
+    assert (tmp_path / "results" / "cli.json").is_file()
+    missing = subprocess.run([*command[:5], str(tmp_path / "nope.yaml")], capture_output=True, text=True, env=stack.env)
+    assert missing.returncode == 1
+    assert "no study file" in missing.stderr
