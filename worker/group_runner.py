@@ -26,11 +26,11 @@ from worker.runner import (
     CANCEL_POLL_SECONDS,
     _clean,
     _finish,
-    _finite,
     _resume_point,
     choose_threads,
     epoch_metrics,
     is_better,
+    write_epoch,
 )
 
 log = logging.getLogger("labtrain.worker")
@@ -80,18 +80,7 @@ class GroupRun:
                 latest = epoch_metrics(result)
                 if is_better(latest, m.best):
                     m.best = latest
-                metrics_repo.add_epoch(
-                    session,
-                    m.experiment_id,
-                    epoch=result.epoch,
-                    train_loss=_finite(result.train_loss),
-                    val_loss=_finite(result.val_loss),
-                    metrics=_clean(result.metrics),
-                    seconds=result.seconds,
-                )
-                experiments_repo.record_progress(
-                    session, m.experiment_id, m.attempt, epochs_done=result.epoch, latest=latest, best=m.best
-                )
+                write_epoch(session, m.experiment_id, m.attempt, result, latest, m.best)
 
     def cancelled(self) -> set[int]:
         """Members to stop now: cancelled by a user, or taken over by another attempt."""

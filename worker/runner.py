@@ -74,6 +74,24 @@ def choose_threads(spec: dict[str, Any], param_count: int, settings: Settings) -
     return max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
 
 
+def write_epoch(
+    session: Any, experiment_id: str, attempt: int, result: EpochResult, latest: dict[str, Any], best: Any
+) -> None:
+    """One epoch's metrics row and the experiment's progress (the caller has checked the fence)."""
+    metrics_repo.add_epoch(
+        session,
+        experiment_id,
+        epoch=result.epoch,
+        train_loss=_finite(result.train_loss),
+        val_loss=_finite(result.val_loss),
+        metrics=_clean(result.metrics),
+        seconds=result.seconds,
+    )
+    experiments_repo.record_progress(
+        session, experiment_id, attempt, epochs_done=result.epoch, latest=latest, best=best
+    )
+
+
 class Run:
     """The callbacks `ml.train.train` calls, bound to one claimed attempt."""
 
@@ -96,18 +114,7 @@ class Run:
             if not experiments_repo.touch(session, self.experiment_id, self.attempt):
                 self.lost = True
                 return
-            metrics_repo.add_epoch(
-                session,
-                self.experiment_id,
-                epoch=result.epoch,
-                train_loss=_finite(result.train_loss),
-                val_loss=_finite(result.val_loss),
-                metrics=_clean(result.metrics),
-                seconds=result.seconds,
-            )
-            experiments_repo.record_progress(
-                session, self.experiment_id, self.attempt, epochs_done=result.epoch, latest=latest, best=self.best
-            )
+            write_epoch(session, self.experiment_id, self.attempt, result, latest, self.best)
 
     def should_stop(self) -> bool:
         if self.lost or self.cancelled:
