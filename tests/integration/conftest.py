@@ -1,0 +1,70 @@
+"""Fixtures of the serving tests (test_predictions, test_model_store): one trained experiment per
+task kind, and a second API process with a small cache, a row limit, an artifact directory and keys."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, _free_port, _start, _stop, wait_for
+from tests.integration.serving import ALICE_KEY, DEFAULT_KEY, MAX_ROWS, SMALL_CACHE, SPECS, sample_rows
+
+
+@pytest.fixture(scope="module")
+def trained(stack: Stack) -> dict[str, dict[str, Any]]:
+    """One succeeded experiment per task kind, with its downloaded model and rows to ask about."""
+    created = {kind: stack.submit(spec) for kind, spec in SPECS.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for kind, exp in created.items():
+        done = stack.wait_terminal(exp["id"], timeout=90)
+        assert done["status"] == "succeeded", done["error"]
+        model = stack.client.get(f"/experiments/{done['id']}/model")
+        assert model.status_code == 200, model.text
+        out[kind] = {"experiment": done, "model": model.content, "rows": sample_rows(SPECS[kind], 12)}
+    return out
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def small_api(stack: Stack, artifact_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A second API process on the same database and Redis: a 2-model cache, at most 50 rows per
+    request, the artifact directory, and API keys: "default" (who owns the stack's experiments) and
+    "alice". The client sends default's key."""
+    port = _free_port()
+    env = stack.env | {
+        "LABTRAIN_MODEL_CACHE_SIZE": str(SMALL_CACHE),
+        "LABTRAIN_MAX_PREDICTION_ROWS": str(MAX_ROWS),
+        "LABTRAIN_ARTIFACT_DIR": str(artifact_dir),
+        "LABTRAIN_API_KEYS": f"default:{DEFAULT_KEY},alice:{ALICE_KEY}",
+    }
+    log = tmp_path_factory.mktemp("small-api") / "api.log"
+    process = _start(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
+         "--log-level", "warning"],
+        env,
+        log,
+    )  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"X-API-Key": DEFAULT_KEY})
+
+    def up() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 30, interval=0.1, what="the second API")
+        yield client
+    finally:
+        client.close()
+        _stop(process)
