@@ -35,6 +35,8 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.service_overhead
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python -m bench.sweep_service
+	$(BIN)/python -m bench.load
 
 # Removes the environment and caches, never var/ (the embedded database and the artifacts).
 clean:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.body_limit import install_body_limit
 from api.errors import install_error_handlers
 from api.model_cache import ModelCache
-from api.routes import experiments, health, predictions, sweeps
+from api.observability import install_metrics
+from api.openapi import document_error_envelope
+from api.routes import datasets, events, experiments, health, observability, plots, predictions, sweeps
 from core.artifact_store import ArtifactStore
 from core.broker import build_celery
 from core.db import create_db_engine, session_factory
+from core.logging import configure_logging
 from core.settings import Settings, get_settings
 
 DESCRIPTION = """Train PyTorch models from validated experiment specs.
@@ -48,6 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     app.include_router(predictions.router)
     app.include_router(sweeps.router)
+    app.include_router(plots.router)
+    app.include_router(events.router)
+    app.include_router(datasets.router)
     app.include_router(health.router)
-    logging.getLogger("labtrain").setLevel(settings.log_level.upper())
+    app.include_router(observability.router)
+    install_body_limit(app, settings)
+    install_metrics(app)  # added last: the outermost middleware, so it times the 413s too
+    document_error_envelope(app)
+    configure_logging(settings.log_level, settings.log_format, uvicorn=True)
     return app

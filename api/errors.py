@@ -99,6 +99,44 @@ class NotReady(DomainError):
     status_code = 503
 
 
+class DatasetNotFound(DomainError):
+    status_code = 404
+
+
+class DatasetInUse(DomainError):
+    """A queued or running experiment trains on the upload: it cannot be deleted yet."""
+
+    status_code = 409
+
+
+class DatasetNameTaken(DomainError):
+    status_code = 409
+
+
+class DatasetReadOnly(DomainError):
+    """Built-in datasets are part of labtrain: they cannot be deleted."""
+
+    status_code = 409
+
+
+class DatasetInvalid(InvalidInputs):
+    """An upload refused: not multipart, a field missing, or a file that is not a usable dataset."""
+
+
+class UploadTooLarge(DomainError):
+    status_code = 413
+
+
+class TooManyQueued(DomainError):
+    """The owner has too many experiments queued; `Retry-After` says when to try again."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 def error_response(status: int, error: str, detail: str, /, **extra: Any) -> JSONResponse:
     """The one error envelope (positional parameters: an extra field may be called `status`)."""
     return JSONResponse({"error": error, "detail": detail, **jsonable_encoder(extra)}, status_code=status)
@@ -112,7 +150,7 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
 
 async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else getattr(exc, "headers", None)
     response = error_response(exc.status_code, exc.error, exc.detail, **exc.extra)
     if headers:
         response.headers.update(headers)
@@ -145,3 +183,27 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(SpecInvalid, _spec_invalid)
     app.add_exception_handler(StarletteHTTPException, _http)
+
+
+# -- plots and live progress -------------------------------------------------------------------
+
+
+class PlotNotApplicable(DomainError):
+    """The plot does not apply to this experiment (a decision boundary of images, σ of a
+    classifier); rendered as a 422 whose `errors` locates the plot's kind in the path."""
+
+    status_code = 422
+
+    def __init__(self, detail: str, *, kind: str) -> None:
+        super().__init__(detail, errors=[{"loc": ["path", "kind"], "msg": detail, "type": "plot_not_applicable"}])
+        self.kind = kind
+
+
+class PlotNotReady(DomainError):
+    """Nothing to draw yet (no epoch finished, no sweep row measured); `status` says where it is."""
+
+    status_code = 409
+
+
+class InvalidLastEventId(DomainError):
+    status_code = 400

@@ -84,8 +84,13 @@ class ExperimentPage(BaseModel):
 
 def epoch_row(row: EpochMetric) -> dict[str, Any]:
     """One epoch, flat: epoch, train_loss, val_loss, the task's metrics, seconds."""
-    return {"epoch": row.epoch, "train_loss": row.train_loss, "val_loss": row.val_loss, **row.metrics,
-            "seconds": row.seconds}
+    return {
+        "epoch": row.epoch,
+        "train_loss": row.train_loss,
+        "val_loss": row.val_loss,
+        **row.metrics,
+        "seconds": row.seconds,
+    }
 
 
 class MetricsRead(BaseModel):
@@ -169,9 +174,7 @@ class SweepMemberRead(BaseModel):
 class SweepRead(BaseModel):
     id: str
     name: str
-    status: SweepStatus = Field(
-        description="running until every member ended, then finished; cancelled once cancelled"
-    )
+    status: SweepStatus = Field(description="running until every member ended, then finished; cancelled once cancelled")
     counts: dict[str, int] = Field(description="members by status (only statuses that occur)")
     size: int = Field(description="how many experiments the sweep trains (rows × repeats)")
     repeats: int
@@ -197,3 +200,26 @@ class SweepTableRead(BaseModel):
         '"loss", "par", "val_accuracy" (per target too for two targets) or "val_rmse", with repeats '
         '"<metric>_mean" and "<metric>_std", "n", "status", "best", "test_evaluations", "experiment_ids"}'
     )
+
+
+class DatasetRead(BaseModel):
+    """A built-in (by `name`) or an upload (by `id`, its `dataset.id` in a spec), with its schema."""
+
+    id: str | None = Field(None, description="an upload's id, to use as `dataset.id`; none for a built-in")
+    name: str
+    kind: Literal["builtin", "upload"]
+    format: Literal["csv", "npz"] | None = Field(None, description="an upload's file format")
+    task: str = Field(description="binary, multiclass, multi_target or regression")
+    input_shape: list[int] = Field(description="(features,) for tabular data, (C, H, W) for images")
+    features: list[str] = Field(description="feature names in input order (channel names for images)")
+    targets: dict[str, list[str] | None] = Field(description="classes per target; null for a regression target")
+    n_samples: int
+    sizes: dict[str, int] = Field(description="rows of train, val and test under the default split (0.2, 0.2)")
+    params: dict[str, Any] | None = Field(None, description="a built-in's default parameters")
+    description: str
+    size_bytes: int | None = Field(None, description="an upload's file size")
+    created_at: UtcDatetime | None = None
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetRead] = Field(description="the built-ins, then this owner's uploads, newest first")

@@ -14,8 +14,8 @@ the limit: no HTTP, no database, no JSON):
   less than wall-clock figures do: 1 / (CPU per request) is what one API process can serve
   with a core to itself.
 
-Run: `.venv/bin/python -m bench.predict_latency [--database-url URL] [--redis-url URL]`
-(default: a temporary SQLite file and redis://127.0.0.1:6379/15).
+Run: `.venv/bin/python -m bench.predict_latency [--database-url URL] [--redis URL]`
+(default: a temporary SQLite file, and a free database of the Redis on 127.0.0.1:6379; see bench/stack.py).
 """
 
 from __future__ import annotations
@@ -24,25 +24,16 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import psutil
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from core.db import upgrade_database  # noqa: E402
-from worker.run import worker_argv  # noqa: E402
+from bench.stack import start_stack
 
 MLP = {
     "name": "model22",
@@ -64,39 +55,12 @@ CNN = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def q(xs: list[float], p: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]
 
 
 def ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1e3:.2f} ms / {q(xs, 0.99) * 1e3:.2f} ms"
-
-
-def start_api(env: dict[str, str], log: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    out = log.open("wb")
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
-        cwd=ROOT, env=env | extra, stdout=out, stderr=out,
-    )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/healthz").status_code == 200:
-                return api, base_url
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the API did not start; log in {log}")
-        time.sleep(0.1)
 
 
 def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
@@ -162,27 +126,17 @@ def batches(client: httpx.Client, experiment_id: str, rows: list[Any], n: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="the Redis server (a free db is reserved)")
     parser.add_argument("--requests", type=int, default=2000, help="sequential single-row requests per model")
     parser.add_argument("--concurrent-requests", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--batches", type=int, default=30, help="requests of 1,000 rows")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="labtrain-bench-"))
-    database_url = args.database_url or f"sqlite:///{tmp / 'labtrain.db'}"
-    redis.Redis.from_url(args.redis_url).flushdb()
-    upgrade_database(database_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRAIN_")}
-    env.update(LABTRAIN_DATABASE_URL=database_url, LABTRAIN_REDIS_URL=args.redis_url, LABTRAIN_DATA_DIR=str(tmp),
-               LABTRAIN_DEVICE="cpu", LABTRAIN_LOG_LEVEL="WARNING")  # fmt: skip
-    worker_log = (tmp / "worker.log").open("wb")
-    worker = subprocess.Popen(worker_argv(["cpu"], 1, "bench@%h"), cwd=ROOT, env=env, stdout=worker_log,
-                              stderr=worker_log)  # fmt: skip
-    api, base_url = start_api(env, tmp / "api.log")
-    processes = [api, worker]
     results: dict[str, Any] = {}
-    try:
+    with start_stack(database_url=args.database_url, redis_base_url=args.redis) as stack:
+        database_url, api, base_url = stack.database_url, stack.api, stack.base_url
+        assert api is not None
         with httpx.Client(base_url=base_url, timeout=60) as client:
             ids = {}
             for name, spec in (("mlp", MLP), ("cnn", CNN)):
@@ -191,7 +145,7 @@ def main() -> None:
                 deadline = time.monotonic() + 300
                 while (exp := client.get(f"/experiments/{exp_id}").json())["status"] in ("queued", "running"):
                     if time.monotonic() > deadline:
-                        raise SystemExit(f"{name} did not finish; logs in {tmp}")
+                        raise SystemExit(f"{name} did not finish; logs in {stack.tmp}")
                     time.sleep(0.2)
                 assert exp["status"] == "succeeded", exp
 
@@ -243,8 +197,7 @@ def main() -> None:
                 )
 
         # Misses: a cache of one model, asked for the two in turn.
-        miss_api, miss_url = start_api(env, tmp / "api-miss.log", LABTRAIN_MODEL_CACHE_SIZE="1")
-        processes.append(miss_api)
+        miss_url = stack.start_api("api-miss.log", LABTRAIN_MODEL_CACHE_SIZE="1")
         with httpx.Client(base_url=miss_url, timeout=60) as client:
             client.post(predict_url(ids["mlp"]), json={"inputs": [rows["mlp"][0]]})  # imports torch
             misses: dict[str, list[float]] = {"mlp": [], "cnn": []}
@@ -252,11 +205,6 @@ def main() -> None:
                 name = ("cnn", "mlp")[i % 2]
                 misses[name] += sequential(client, ids[name], rows[name], 1)
             results["miss"] = misses
-    finally:
-        for p in processes:
-            p.terminate()
-            p.wait(timeout=20)
-        redis.Redis.from_url(args.redis_url).flushdb()
 
     backend = database_url.split(":", 1)[0]
     print(

@@ -10,8 +10,8 @@ worker, the API over HTTP):
   commit, send_task); the specs go to the gpu queue, which no benchmark worker serves, so the
   worker does not compete for the CPU.
 
-Run: `.venv/bin/python -m bench.service_overhead [--database-url URL] [--redis-url URL]`
-(default: a temporary SQLite file and redis://127.0.0.1:6379/15).
+Run: `.venv/bin/python -m bench.service_overhead [--database-url URL] [--redis URL]`
+(default: a temporary SQLite file, and a free database of the Redis on 127.0.0.1:6379; see bench/stack.py).
 """
 
 from __future__ import annotations
@@ -20,23 +20,13 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
-import redis
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from core.db import upgrade_database  # noqa: E402
-from worker.run import worker_argv  # noqa: E402
+from bench.stack import start_stack
 
 SPEC = {
     "name": "overhead",
@@ -46,12 +36,6 @@ SPEC = {
     "batch_size": 128,
     "epochs": 1,
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ts(value: str) -> float:
@@ -100,60 +84,35 @@ def measure_submissions(base_url: str, total: int, concurrency: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="the Redis server (a free db is reserved)")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--posts", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="labtrain-bench-"))
-    database_url = args.database_url or f"sqlite:///{tmp / 'labtrain.db'}"
-    redis.Redis.from_url(args.redis_url).flushdb()
-    upgrade_database(database_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRAIN_")}
-    env.update(LABTRAIN_DATABASE_URL=database_url, LABTRAIN_REDIS_URL=args.redis_url, LABTRAIN_DATA_DIR=str(tmp),
-               LABTRAIN_DEVICE="cpu", LABTRAIN_LOG_LEVEL="WARNING")
-    port = _free_port()
-    logs = (tmp / "worker.log").open("wb"), (tmp / "api.log").open("wb")
-    worker = subprocess.Popen(worker_argv(["cpu"], 1, "bench@%h"), cwd=ROOT, env=env, stdout=logs[0], stderr=logs[0])
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
-         "--log-level", "warning", "--no-access-log", "--workers", str(args.api_workers)],
-        cwd=ROOT, env=env, stdout=logs[1], stderr=logs[1],
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base_url, timeout=30) as client:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the stack did not get ready; logs in {tmp}")
-                time.sleep(0.2)
-            measure_overhead(client, 2)  # warm-up: the worker's first run imports and compiles
-            o = measure_overhead(client, args.runs)
-        rate = measure_submissions(base_url, args.posts, args.concurrency)
-    finally:
-        for p in (api, worker):
-            p.terminate()
-            p.wait(timeout=20)
-        redis.Redis.from_url(args.redis_url).flushdb()
+    with start_stack(database_url=args.database_url, redis_base_url=args.redis, uvicorn_workers=args.api_workers) as s:
+        database_url = s.database_url
+        measure_overhead(s.client, 2)  # warm-up: the worker's first run imports and compiles
+        o = measure_overhead(s.client, args.runs)
+        rate = measure_submissions(s.base_url, args.posts, args.concurrency)
 
     def q(xs: list[float], p: float) -> float:
         return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]
 
     backend = database_url.split(":", 1)[0]
-    print(f"## {backend}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 worker, "
-          f"{args.api_workers} uvicorn process(es)")
-    print(f"overhead, client side (POST → succeeded seen, minus train_seconds): median "
-          f"{statistics.median(o['client']):.3f} s, p90 {q(o['client'], 0.9):.3f} s over {args.runs} runs")
-    print(f"overhead, stored timestamps (finished_at - created_at - train_seconds): median "
-          f"{statistics.median(o['stored']):.3f} s, p90 {q(o['stored'], 0.9):.3f} s")
+    print(
+        f"## {backend}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 worker, "
+        f"{args.api_workers} uvicorn process(es)"
+    )
+    print(
+        f"overhead, client side (POST → succeeded seen, minus train_seconds): median "
+        f"{statistics.median(o['client']):.3f} s, p90 {q(o['client'], 0.9):.3f} s over {args.runs} runs"
+    )
+    print(
+        f"overhead, stored timestamps (finished_at - created_at - train_seconds): median "
+        f"{statistics.median(o['stored']):.3f} s, p90 {q(o['stored'], 0.9):.3f} s"
+    )
     print(f"train_seconds of the 1-epoch run (inside the worker): median {statistics.median(o['train']):.3f} s")
     print(f"POST /experiments: {rate:.0f} per second ({args.concurrency} concurrent clients, {args.posts} requests)")
 

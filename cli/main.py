@@ -11,6 +11,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from cli.client import DEFAULT_URL, ApiKeyOption, Client, UrlOption
+from cli.commands import register
 from core.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -100,6 +102,8 @@ def migrate() -> None:
     console.print(f"database {hide_password(settings.resolved_database_url)} is at the latest schema")
 
 
+register(app)  # submit, watch, list, show, metrics, predict, table, plot, cancel (cli/commands.py)
+
 study_app = typer.Typer(help="Run the lab report's studies (studies/*.yaml) against a running service.")
 app.add_typer(study_app, name="study")
 
@@ -107,8 +111,8 @@ app.add_typer(study_app, name="study")
 @study_app.command("run")
 def study_run(
     file: Annotated[str, typer.Argument(help="a study file, e.g. studies/exercise1.yaml")],
-    url: Annotated[str, typer.Option(envvar="LABTRAIN_URL", help="the service")] = "http://127.0.0.1:8000",
-    api_key: Annotated[str | None, typer.Option(envvar="LABTRAIN_API_KEY", help="Bearer key")] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
     results: Annotated[str | None, typer.Option(help="results folder (default: results/ beside the file)")] = None,
 ) -> None:
     """Submit a study, follow it, print our table beside the report's, then evaluate the chosen rows on test."""
@@ -123,29 +127,35 @@ def study_run(
     if not path.is_file():
         raise fail(f"no study file {file!r}")
     out = Path(results) if results else path.parent / "results"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with (
-        httpx.Client(base_url=url, timeout=60.0, headers=headers) as client,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress,  # fmt: skip
-    ):
-        task = progress.add_task(path.stem, total=None)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,  # a log gets one line per change instead
+    )
+    task = progress.add_task(path.stem, total=None)
+    shown: list[str] = []
 
-        def on_progress(sweep: dict) -> None:
-            counts = sweep["counts"]
-            done = sum(n for s, n in counts.items() if s not in ("queued", "running"))
-            progress.update(task, total=sum(counts.values()), completed=done,
-                            description=f"{path.stem} ({sweep['id']}) {sweep['status']}")  # fmt: skip
+    def on_progress(sweep: dict) -> None:
+        counts = sweep["counts"]
+        done = sum(n for s, n in counts.items() if s not in ("queued", "running"))
+        description = f"{path.stem} ({sweep['id']}) {sweep['status']}"
+        progress.update(task, total=sum(counts.values()), completed=done, description=description)
+        line = f"{description}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+        if not console.is_terminal and shown != [line]:
+            console.print(line)
+            shown[:] = [line]
 
-        try:
-            run_study(client, path, out, on_progress)
-        except (StudyError, httpx.HTTPError) as exc:
-            raise fail(str(exc)) from exc
+    service = Client(url, api_key)
+    try:
+        with service, progress:
+            run_study(service.http, path, out, on_progress)
+    except httpx.TransportError as exc:
+        raise fail(str(service.unreachable(exc))) from exc
+    except (StudyError, httpx.HTTPError) as exc:
+        raise fail(str(exc)) from exc
     typer.echo((out / f"{path.stem}.md").read_text())
 
 

@@ -7,15 +7,18 @@ reached through `postgresql+psycopg://`.
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from tenacity import RetryError, Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from core.settings import Settings, get_settings
 
@@ -24,6 +27,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_SECONDS = 10  # a host that drops packets fails a connect instead of hanging it
+# SQLSTATEs of a lost or refused connection: class 08, and the server shutting down or starting.
+CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+log = logging.getLogger("labtrain.db")
+T = TypeVar("T")
 
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
@@ -56,7 +65,13 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 def get_engine(url: str | None = None) -> Engine:
@@ -91,11 +106,65 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except BaseException:
-        session.rollback()
+    except BaseException as exc:
+        if isinstance(exc, SQLAlchemyError) and not is_connection_error(exc):
+            session.rollback()
+        else:  # a lost connection, or an exception raised inside the driver (a time limit's signal)
+            session.invalidate()  # that connection is never used again
         raise
     finally:
         session.close()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database stayed unreachable for longer than LABTRAIN_DB_RETRY_SECONDS."""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (worth retrying), False for everything
+    else: a constraint, a syntax error, a missing table, SQLite's own errors (a local file)."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if not hasattr(orig, "sqlstate"):  # not a PostgreSQL (psycopg) error
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(CONNECTION_SQLSTATES)  # None: no answer from a server
+
+
+def in_session(work: Callable[[Session], T], settings: Settings | None = None) -> T:
+    """Run `work(session)` as one unit of work (`session_scope`), again from the start with
+    exponential backoff while the database connection is lost or refused; no try starts later
+    than LABTRAIN_DB_RETRY_SECONDS after the first, then DatabaseUnavailable. Other errors are
+    raised at once.
+
+    `work` may run more than once, and a commit whose answer was lost may have happened: it
+    must be idempotent (re-read the row, write conditionally)."""
+    settings = settings or get_settings()
+    retrying = Retrying(
+        retry=retry_if_exception(is_connection_error),
+        stop=stop_before_delay(settings.db_retry_seconds),  # no try starts after the budget
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+        before_sleep=lambda state: log.warning(
+            "database unreachable (try %d), retrying: %s",
+            state.attempt_number,
+            str(state.outcome.exception() if state.outcome else "").splitlines()[0],
+        ),
+    )
+    try:
+        for attempt in retrying:
+            with attempt, session_scope(settings) as session:
+                return work(session)
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        first_line = str(cause).splitlines()[0] if cause else ""
+        raise DatabaseUnavailable(
+            f"the database was unreachable and {settings.db_retry_seconds:g} s of retries "
+            f"(LABTRAIN_DB_RETRY_SECONDS) did not reach it: {first_line}"
+        ) from cause
+    raise AssertionError("unreachable: Retrying either returns, raises or gives up")
 
 
 def alembic_config(url: str | None = None) -> AlembicConfig:

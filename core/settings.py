@@ -24,9 +24,17 @@ class Settings(BaseSettings):
     # Limits (each refused with a clear 4xx when exceeded).
     max_params: int = Field(5_000_000, ge=1)
     max_epochs: int = Field(100_000, ge=1)
-    max_run_seconds: int = Field(6 * 3600, ge=10, description="a run longer than this ends as failed")
+    max_run_seconds: int = Field(6 * 3600, ge=1, description="a run longer than this ends as failed")
     max_prediction_rows: int = Field(10_000, ge=1)
     max_sweep_size: int = Field(500, ge=1, description="experiments in one sweep (rows × repeats)")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="a larger request body gets 413 (uploads: max_upload_bytes)"
+    )
+    max_total_work: int = Field(
+        10**12, ge=1, description="epochs × training samples × parameters of one experiment (the studies need 9.1e9)"
+    )
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="the file of one dataset upload")
+    max_queued_per_owner: int = Field(1000, ge=1, description="experiments one owner may have queued at once")
 
     # Worker behaviour.
     checkpoint_seconds: float = Field(30.0, ge=0.0, description="checkpoint at most this often")
@@ -34,6 +42,12 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0, description="0: chosen from the model size")
     heartbeat_stale_seconds: float = Field(
         300.0, gt=0.0, description="a running experiment silent this long may be taken over by another delivery"
+    )
+    reconcile_seconds: float = Field(
+        30.0, gt=0.0, description="how often the workers look for accepted work whose message was lost"
+    )
+    db_retry_seconds: float = Field(
+        60.0, ge=0.0, description="how long a worker retries an unreachable database before the run fails"
     )
 
     # Artifacts (trained models and checkpoints): in the database unless a directory is set and
@@ -50,6 +64,7 @@ class Settings(BaseSettings):
     # API behaviour.
     model_cache_size: int = Field(32, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
 
     @field_validator("data_dir")
     @classmethod

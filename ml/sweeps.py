@@ -28,11 +28,13 @@ import json
 import math
 import random
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from ml.datasets.base import DatasetInfo
 from ml.spec import CheckedSpec, ExperimentSpec, SpecInvalid, validate_spec
 
 MAX_NAME = 100  # ExperimentSpec.name's limit
@@ -336,8 +338,10 @@ def parse_request(payload: dict[str, Any]) -> SweepRequest:
         return SweepRequest.model_validate(payload)
     except ValidationError as exc:
         raise SweepInvalid(
-            [{"loc": list(e["loc"]), "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
-             for e in exc.errors()]
+            [
+                {"loc": list(e["loc"]), "msg": e["msg"].removeprefix("Value error, "), "type": e["type"]}
+                for e in exc.errors()
+            ]
         ) from None
 
 
@@ -404,6 +408,7 @@ def check_sweep(
     max_params: int | None = None,
     max_size: int | None = None,
     max_epochs: int | None = None,
+    upload_info: Callable[[str], DatasetInfo | None] | None = None,
 ) -> list[CheckedMember]:
     """Expand and validate every member; one bad row refuses the whole sweep (SweepInvalid
     lists every bad row, each once; a problem every row shares is reported once, at `base`)."""
@@ -412,7 +417,7 @@ def check_sweep(
     per_row: dict[int, list[dict[str, Any]]] = {}
     for member in members:
         try:
-            result = validate_spec(member.spec, max_params=max_params)
+            result = validate_spec(member.spec, max_params=max_params, upload_info=upload_info)
         except SpecInvalid as exc:
             per_row.setdefault(member.row, exc.errors)
             continue

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,13 @@ def _postgres_admin_url() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh, empty database: a temporary SQLite file, or a new PostgreSQL database dropped at the end."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'labtrain.db'}"
+@contextmanager
+def fresh_database(kind: str, tmp_dir: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file in `tmp_dir`, or a new PostgreSQL database dropped
+    at the end (skipped with the reason when PostgreSQL does not answer, unless
+    LABTRAIN_TEST_REQUIRE_POSTGRES=1 makes that a failure)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_dir / 'labtrain.db'}"
         return
     import psycopg
 
@@ -138,6 +141,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A fresh, empty database: a temporary SQLite file, or a new PostgreSQL database dropped at the end."""
+    with fresh_database(request.param, tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
+
+
 # -- the running service ---------------------------------------------------------------------
 
 
@@ -153,12 +163,16 @@ class Stack:
     api: subprocess.Popen[bytes]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)  # hostname → process
     logs: dict[str, Path] = field(default_factory=dict)
+    data_dir: Path | None = None  # the logs and LABTRAIN_DATA_DIR
+    port: int = 0  # the API's
+    api_log: str = "api"  # the running API's name in `logs`
+    worker_env: dict[str, str] = field(default_factory=dict)  # the workers' own variables, over `env`
 
     def log(self, name: str) -> str:
         return self.logs[name].read_text(errors="replace")
 
     def all_worker_logs(self) -> str:
-        return "\n".join(self.log(name) for name in self.workers)
+        return "\n".join(self.log(name) for name in self.logs if not name.startswith("api"))
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         response = self.client.get(f"/experiments/{experiment_id}")
@@ -182,6 +196,77 @@ class Stack:
 
         return wait_for(done, timeout, what=f"experiment {experiment_id} to finish")
 
+    # -- processes: start, kill, restart ----------------------------------------------------
+
+    def start_worker(self, env_extra: dict[str, str] | None = None) -> str:
+        """One more worker (one training process), with `env_extra` over the workers' environment;
+        returns its hostname. Not waited for: see wait_ready."""
+        from worker.run import worker_argv
+
+        assert self.data_dir is not None
+        i = sum(1 for name in self.logs if not name.startswith("api")) + 1
+        hostname = f"w{i}-{secrets.token_hex(3)}@labtrain-test"
+        self.logs[hostname] = self.data_dir / f"worker{i}.log"
+        env = self.env | self.worker_env | (env_extra or {})
+        self.workers[hostname] = _start(worker_argv(["cpu"], 1, hostname), env, self.logs[hostname])
+        return hostname
+
+    def kill_worker(self, hostname: str) -> None:
+        """SIGKILL the worker's whole process group (its main process and its training process),
+        as a machine that loses power would; it is forgotten (its log stays readable)."""
+        process = self.workers.pop(hostname)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def start_api(self) -> None:
+        """A new API process on the same port (after kill_api), logging to api-<n>.log."""
+        assert self.data_dir is not None
+        assert self.api.poll() is not None, "kill_api first"
+        self.api_log = f"api-{sum(1 for name in self.logs if name.startswith('api')) + 1}"
+        self.logs[self.api_log] = self.data_dir / f"{self.api_log}.log"
+        self.api = _start(_api_argv(self.port), self.env, self.logs[self.api_log])
+
+    def kill_api(self) -> None:
+        """SIGKILL the API process: no shutdown, requests in flight are cut."""
+        if self.api.poll() is None:
+            os.killpg(self.api.pid, signal.SIGKILL)
+        self.api.wait(timeout=10)
+
+    def restart_api(self, timeout: float = STARTUP_SECONDS) -> None:
+        """kill -9 the API, start a new one on the same port, wait until it answers."""
+        self.kill_api()
+        self.start_api()
+        self.wait_ready(len(self.workers), timeout)
+
+    def wait_ready(self, workers: int, timeout: float = STARTUP_SECONDS) -> None:
+        """Until /readyz answers 200 with exactly `workers` workers answering."""
+
+        def ready() -> bool:
+            for name, process in [("api", self.api), *self.workers.items()]:
+                if process.poll() is not None:
+                    log = self.log(self.api_log if name == "api" else name)[-3000:]
+                    raise AssertionError(f"{name} exited with {process.returncode}:\n{log}")
+            try:
+                response = self.client.get("/readyz")
+            except httpx.TransportError:
+                return False
+            return response.status_code == 200 and response.json()["checks"]["workers"].startswith(
+                f"{workers} answering"
+            )
+
+        wait_for(ready, timeout, interval=0.25, what=f"the API and {workers} worker(s) to be ready")
+
+    def close(self) -> None:
+        self.client.close()
+        for process in [self.api, *self.workers.values()]:
+            _stop(process)
+
+
+def _api_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning"]  # fmt: skip
+
 
 def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
@@ -200,14 +285,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
-def stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Migrations applied, two workers (one training process each), the API on a free port."""
+@contextmanager
+def start_stack(
+    database_url: str,
+    redis_url: str,
+    data_dir: Path,
+    *,
+    workers: int = 2,
+    env_extra: dict[str, str] | None = None,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[Stack]:
+    """Migrations applied, `workers` workers (one training process each) and the API on a free
+    port, all stopped at the end. `env_extra` goes to every process, `worker_env` to the workers
+    only (e.g. another database URL)."""
     from core.db import upgrade_database
-    from worker.run import worker_argv
 
     upgrade_database(database_url)
-    data_dir = tmp_path_factory.mktemp("data")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABTRAIN_")}
     env.update(
         LABTRAIN_DATABASE_URL=database_url,
@@ -218,35 +311,24 @@ def stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFa
         LABTRAIN_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env.update(env_extra or {})
     port = _free_port()
-    api_log = data_dir / "api.log"
-    api = _start(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env,
-        api_log,
-    )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
+    api_log = data_dir / "api.log"
+    api = _start(_api_argv(port), env, api_log)
     s = Stack(f"http://127.0.0.1:{port}", database_url, redis_url, env, client, api, logs={"api": api_log})
+    s.data_dir, s.port, s.worker_env = data_dir, port, dict(worker_env or {})
     try:
-        for i in (1, 2):
-            hostname = f"w{i}-{secrets.token_hex(3)}@labtrain-test"
-            s.logs[hostname] = data_dir / f"worker{i}.log"
-            s.workers[hostname] = _start(worker_argv(["cpu"], 1, hostname), env, s.logs[hostname])
-
-        def ready() -> bool:
-            for name, process in [("api", api), *s.workers.items()]:
-                if process.poll() is not None:
-                    raise AssertionError(f"{name} exited with {process.returncode}:\n{s.log(name)[-3000:]}")
-            try:
-                response = client.get("/readyz")
-            except httpx.TransportError:
-                return False
-            return response.status_code == 200 and response.json()["checks"]["workers"].startswith("2 answering")
-
-        wait_for(ready, STARTUP_SECONDS, interval=0.25, what="the API and two workers to be ready")
+        for _ in range(workers):
+            s.start_worker()
+        s.wait_ready(workers)
         yield s
     finally:
-        client.close()
-        for process in [api, *s.workers.values()]:
-            _stop(process)
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Migrations applied, two workers (one training process each), the API on a free port."""
+    with start_stack(database_url, redis_url, tmp_path_factory.mktemp("data")) as s:
+        yield s

@@ -7,13 +7,13 @@ delivered again and the run resumes from its checkpoint.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import celeryd_init, setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from core.broker import build_celery
 from core.db import dispose_engines
+from core.logging import configure_logging
 from core.settings import get_settings
 
 settings = get_settings()
@@ -33,13 +33,11 @@ celery_app.conf.update(
 )
 
 
+@celeryd_init.connect  # before Celery's first warning (running as root); again when it sets up logging
 @setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    """One plain format on stderr at LABTRAIN_LOG_LEVEL, instead of Celery taking the root logger."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+    """Text or JSON (LABTRAIN_LOG_FORMAT) on stderr at LABTRAIN_LOG_LEVEL, instead of Celery's own setup."""
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @worker_process_init.connect
@@ -48,3 +46,19 @@ def _init_child(**_: Any) -> None:
     so the first experiment does not pay for importing torch."""
     dispose_engines()
     import ml.train  # noqa: F401
+
+
+@worker_ready.connect
+def _start_reconciler(**_: Any) -> None:
+    """The reconciler thread (worker/reconciler.py), in the worker's main process only: pool
+    children never receive this signal."""
+    from worker import reconciler
+
+    reconciler.start(celery_app, settings)
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_: Any) -> None:
+    from worker import reconciler
+
+    reconciler.stop()

@@ -16,7 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from core.artifact_store import ArtifactStore
-from core.db import session_scope
+from core.db import in_session
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
 from core.settings import get_settings
@@ -68,33 +68,52 @@ class GroupRun:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        with session_scope() as session:
+        best = {i: self.members[i].best for i, _ in pending}
+        for i, result in pending:
+            latest = epoch_metrics(result)
+            if is_better(latest, best[i]):
+                best[i] = latest
+        tries = 0
+
+        def write(session: Any) -> set[int]:
+            nonlocal tries
+            tries += 1
             metrics_repo.relax_durability(session)
+            lost: set[int] = set()
             for i, result in pending:
                 m = self.members[i]
-                if m.lost:
+                if m.lost or i in lost:
                     continue
                 if not experiments_repo.touch(session, m.experiment_id, m.attempt):
-                    m.lost = True
+                    lost.add(i)
                     continue
-                latest = epoch_metrics(result)
-                if is_better(latest, m.best):
-                    m.best = latest
-                write_epoch(session, m.experiment_id, m.attempt, result, latest, m.best)
+                if tries > 1:  # the commit of a lost try may have landed: write this epoch again
+                    metrics_repo.delete_after(session, m.experiment_id, result.epoch - 1)
+                write_epoch(session, m.experiment_id, m.attempt, result, epoch_metrics(result), best[i])
+            return lost
+
+        lost = in_session(write)
+        for i in best:
+            self.members[i].best = best[i]
+            self.members[i].lost |= i in lost
 
     def cancelled(self) -> set[int]:
         """Members to stop now: cancelled by a user, or taken over by another attempt."""
         now = time.monotonic()
         if now - self._last_poll >= CANCEL_POLL_SECONDS:
             self._last_poll = now
-            with session_scope() as session:
-                for i, m in enumerate(self.members):
-                    if m.done or m.lost:
-                        continue
-                    cancel, ours = experiments_repo.poll_control(session, m.experiment_id, m.attempt)
-                    m.lost = not ours
-                    if cancel or not ours:
-                        self._stop.add(i)
+
+            def poll(session: Any) -> dict[int, tuple[bool, bool]]:
+                return {
+                    i: experiments_repo.poll_control(session, m.experiment_id, m.attempt)
+                    for i, m in enumerate(self.members)
+                    if not (m.done or m.lost)
+                }
+
+            for i, (cancel, ours) in in_session(poll).items():
+                self.members[i].lost = not ours
+                if cancel or not ours:
+                    self._stop.add(i)
         self._stop |= {i for i, m in enumerate(self.members) if m.lost}
         return self._stop
 
@@ -102,11 +121,14 @@ class GroupRun:
         m = self.members[i]
         if m.lost:
             return
-        with session_scope() as session:
+
+        def put(session: Any) -> bool:
             if not experiments_repo.touch(session, m.experiment_id, m.attempt):
-                m.lost = True
-                return
+                return False
             ArtifactStore.from_settings(get_settings()).put(session, m.experiment_id, "checkpoint", blob, epoch=epoch)
+            return True
+
+        m.lost = not in_session(put)
 
     def on_finish(self, i: int, result: TrainResult) -> None:
         self.flush()  # its last epoch lands before its terminal status
@@ -131,7 +153,8 @@ class GroupRun:
 
 def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
     settings = get_settings()
-    with session_scope() as session:
+
+    def claim_it(session: Any) -> Member | None:
         stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
         claim = experiments_repo.claim(
             session, experiment_id, worker=worker, stale_before=stale_before, takeover=takeover
@@ -145,6 +168,11 @@ def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
             member.done = True
         elif claim.resumed:
             member.resume_from, member.best = _resume_point(session, experiment_id, claim.attempt)
+        return member
+
+    member = in_session(claim_it)
+    if member is None:
+        return None
     if member.done:
         _finish(experiment_id, member.attempt, status="cancelled")
         return None
@@ -169,6 +197,7 @@ def run_group(experiment_ids: list[str], *, worker: str, takeover: bool = False)
 def _train(members: list[Member]) -> dict[str, str]:
     from ml.group import train_group
     from ml.spec import ExperimentSpec
+    from worker.datasets import upload_of
 
     settings = get_settings()
     ids = [m.experiment_id for m in members]
@@ -180,6 +209,7 @@ def _train(members: list[Member]) -> dict[str, str]:
         resume = {i: m.resume_from for i, m in enumerate(members) if m.resume_from is not None}
         train_group(
             specs,
+            dataset=upload_of(members[0].experiment_id),
             device=device,
             on_epoch=run.on_epoch,
             on_epoch_end=run.on_epoch_end,

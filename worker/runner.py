@@ -1,8 +1,9 @@
 """Run one experiment: claim its row, resume from its checkpoint if it has one, train through
 `ml.train`, write every epoch, and end with exactly one terminal status.
 
-Every database write is its own short `session_scope()` (the worker never holds a transaction
-open while training), and every write after the claim is fenced by the claimed `attempt`.
+Every database write is its own short unit of work (the worker never holds a transaction open
+while training), retried with backoff while the database is unreachable (`core.db.in_session`),
+and every write after the claim is fenced by the claimed `attempt`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from core.artifact_store import ArtifactStore, ArtifactUnavailable
-from core.db import session_scope
+from core.db import in_session
 from core.repositories import artifacts
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
@@ -109,12 +110,20 @@ class Run:
         latest = epoch_metrics(result)
         if is_better(latest, self.best):
             self.best = latest
-        with session_scope() as session:
+        tries = 0
+
+        def write(session: Any) -> bool:
+            nonlocal tries
+            tries += 1
             metrics_repo.relax_durability(session)
             if not experiments_repo.touch(session, self.experiment_id, self.attempt):
-                self.lost = True
-                return
+                return False
+            if tries > 1:  # the commit of a lost try may have landed: write this epoch again
+                metrics_repo.delete_after(session, self.experiment_id, result.epoch - 1)
             write_epoch(session, self.experiment_id, self.attempt, result, latest, self.best)
+            return True
+
+        self.lost = not in_session(write)
 
     def should_stop(self) -> bool:
         if self.lost or self.cancelled:
@@ -123,8 +132,7 @@ class Run:
         if now - self._last_poll < CANCEL_POLL_SECONDS:
             return False
         self._last_poll = now
-        with session_scope() as session:
-            cancel, ours = experiments_repo.poll_control(session, self.experiment_id, self.attempt)
+        cancel, ours = in_session(lambda s: experiments_repo.poll_control(s, self.experiment_id, self.attempt))
         self.lost = not ours
         self.cancelled = cancel
         return self.lost or self.cancelled
@@ -132,12 +140,15 @@ class Run:
     def on_checkpoint(self, blob: bytes, epoch: int) -> None:
         if self.lost:
             return
-        with session_scope() as session:
+
+        def put(session: Any) -> bool:
             if not experiments_repo.touch(session, self.experiment_id, self.attempt):
-                self.lost = True
-                return
+                return False
             store = ArtifactStore.from_settings(get_settings())
             store.put(session, self.experiment_id, "checkpoint", blob, epoch=epoch)
+            return True
+
+        self.lost = not in_session(put)
 
 
 def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes | None, dict[str, Any] | None]:
@@ -169,26 +180,32 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
     """Claim and train `experiment_id`; returns "skipped" when there was nothing to claim, else
     the terminal status this run wrote ("lost" if another attempt took it over)."""
     settings = get_settings()
-    with session_scope() as session:
+
+    def claim_it(session: Any) -> tuple[Any, ...] | None:
         stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
         claim = experiments_repo.claim(
             session, experiment_id, worker=worker, stale_before=stale_before, takeover=takeover
         )
         if claim is None:
-            log.info("experiment %s: nothing to claim (already taken, finished or unknown)", experiment_id)
-            return "skipped"
+            return None
         row = experiments_repo.get(session, experiment_id)
         assert row is not None
-        spec_payload, param_count, cancel = row.spec, row.param_count, row.cancel_requested
         resume_from, best = _resume_point(session, experiment_id, claim.attempt) if claim.resumed else (None, None)
-    attempt = claim.attempt
-    log.info("experiment %s: attempt %d on %s%s", experiment_id, attempt, worker, " (resumed)" if claim.resumed else "")
+        return claim.attempt, claim.resumed, row.spec, row.param_count, row.cancel_requested, resume_from, best
+
+    claimed = in_session(claim_it)
+    if claimed is None:
+        log.info("experiment %s: nothing to claim (already taken, finished or unknown)", experiment_id)
+        return "skipped"
+    attempt, resumed, spec_payload, param_count, cancel, resume_from, best = claimed
+    log.info("experiment %s: attempt %d on %s%s", experiment_id, attempt, worker, " (resumed)" if resumed else "")
 
     if cancel:  # cancelled while its previous worker was dying
         return _finish(experiment_id, attempt, status="cancelled")
 
     from ml.spec import ExperimentSpec
     from ml.train import train
+    from worker.datasets import upload_of
 
     run = Run(experiment_id, attempt, best)
     try:
@@ -196,6 +213,7 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
         device = settings.device if spec.device == "auto" else spec.device
         result: TrainResult = train(
             spec,
+            dataset=upload_of(experiment_id),
             device=device,
             on_epoch=run.on_epoch,
             should_stop=run.should_stop,
@@ -241,13 +259,17 @@ def _finish(
     artifact: bytes | None = None,
     **values: Any,
 ) -> str:
-    with session_scope() as session:
+    def write(session: Any) -> bool:
         if not experiments_repo.touch(session, experiment_id, attempt):
-            return "lost"
+            return False
         store = ArtifactStore.from_settings(get_settings())
         if artifact is not None:
             store.put(session, experiment_id, "model", artifact, epoch=values.get("epochs_done"))
         store.remove(session, experiment_id, "checkpoint")  # a finished run never resumes
         experiments_repo.finish(session, experiment_id, attempt, status=status, error=error, **values)
+        return True
+
+    if not in_session(write):
+        return "lost"
     log.info("experiment %s: %s%s", experiment_id, status, f" ({error})" if error else "")
     return status

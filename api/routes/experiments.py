@@ -35,8 +35,11 @@ def create_experiment(
     response: Response,
     spec: Annotated[
         ExperimentSpec,
-        Body(openapi_examples={"model22": {"summary": "the report's model22 (spirals, 3×8 ReLU MLP)",
-                                           "value": EXAMPLE_SPEC}}),
+        Body(
+            openapi_examples={
+                "model22": {"summary": "the report's model22 (spirals, 3×8 ReLU MLP)", "value": EXAMPLE_SPEC}
+            }
+        ),
     ],
     idempotency_key: Annotated[
         str | None,

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import OwnerDep, SettingsDep, UowDep
 from api.model_cache import ModelCacheDep
+from api.observability import MetricsDep
 from api.routes.experiments import ERRORS, ExperimentId
 from api.schemas import (
     EvaluationCreate,
@@ -60,13 +61,15 @@ def create_predictions(
     settings: SettingsDep,
     cache: ModelCacheDep,
     store: ArtifactStoreDep,
+    metrics: MetricsDep,
     experiment_id: ExperimentId,
     body: Annotated[PredictionCreate, Body(openapi_examples=PREDICTION_EXAMPLES)],
 ) -> PredictionRead:
     """Predict with the experiment's trained model: one answer per input row, in the dataset's units."""
-    predictions = service.predict(
-        uow.session, cache, store, settings, owner=owner, experiment_id=experiment_id, inputs=body.inputs
-    )
+    with metrics.prediction_seconds.time():  # failures too: a slow 422 is latency a client sees
+        predictions = service.predict(
+            uow.session, cache, store, settings, owner=owner, experiment_id=experiment_id, inputs=body.inputs
+        )
     return PredictionRead(experiment_id=experiment_id, predictions=predictions)
 
 

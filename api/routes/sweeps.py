@@ -41,13 +41,24 @@ EXAMPLES: dict[str, Example] = {
     },
     "grid": {
         "summary": "the cartesian product of depth and width, each trained with 3 seeds",
-        "value": {"name": "depth-width", "base": _BASE, "grid": {"model.hidden_layers": [1, 2, 3],
-                                                                 "model.neurons": [8, 16]}, "repeats": 3},
+        "value": {
+            "name": "depth-width",
+            "base": _BASE,
+            "grid": {"model.hidden_layers": [1, 2, 3], "model.neurons": [8, 16]},
+            "repeats": 3,
+        },
     },
     "random": {
         "summary": "12 seeded draws of learning rate and batch size",
-        "value": {"name": "lr-search", "base": _BASE, "random": {"samples": 12, "seed": 0, "space": {
-            "optimizer.lr": {"log_uniform": [0.001, 0.3]}, "batch_size": {"choice": [10, 32, 128]}}}},
+        "value": {
+            "name": "lr-search",
+            "base": _BASE,
+            "random": {
+                "samples": 12,
+                "seed": 0,
+                "space": {"optimizer.lr": {"log_uniform": [0.001, 0.3]}, "batch_size": {"choice": [10, 32, 128]}},
+            },
+        },
     },
 }
 

@@ -1,5 +1,5 @@
-"""Experiment use cases: submit (validated, idempotent, enqueued after commit), read, list,
-metrics, cancel."""
+"""Experiment use cases: submit (validated, within the limits, idempotent, enqueued after
+commit), read, list, metrics, cancel."""
 
 from __future__ import annotations
 
@@ -18,16 +18,77 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import UnitOfWork
-from api.errors import BrokerUnavailable, ExperimentFinished, ExperimentNotFound, IdempotencyKeyReused, InvalidCursor
+from api.errors import (
+    BrokerUnavailable,
+    ExperimentFinished,
+    ExperimentNotFound,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    TooManyQueued,
+)
 from api.schemas import epoch_row
+from api.services.datasets import upload_info
 from core.enqueue import enqueue_group, queue_for
 from core.repositories import experiments as repo
 from core.repositories import metrics as metrics_repo
+from core.repositories import quotas
 from core.settings import Settings
 from core.tables import TERMINAL_STATUSES, Experiment
-from ml.spec import ExperimentSpec, SpecInvalid, validate_spec
+from ml.datasets import split_sizes
+from ml.spec import CheckedSpec, ExperimentSpec, SpecInvalid, validate_spec
 
 log = logging.getLogger("labtrain.api")
+
+RETRY_AFTER_SECONDS = 30  # a queue that is full now has room once workers claim a few
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+def total_work(checked: CheckedSpec) -> tuple[int, int]:
+    """(epochs × training samples × parameters, training samples) of a checked spec."""
+    spec = checked.spec
+    train_rows = split_sizes(checked.info.n_samples, spec.dataset.split.val, spec.dataset.split.test)["train"]
+    return spec.epochs * train_rows * checked.param_count, train_rows
+
+
+def named_limits(exc: SpecInvalid, settings: Settings) -> SpecInvalid:
+    """The same refusal, with a parameter-count item naming its setting (ml.spec knows no environment)."""
+    limit = f"limit of {settings.max_params:,}"
+    errors = [
+        {**e, "msg": e["msg"].replace(limit, f"{limit} (LABTRAIN_MAX_PARAMS)", 1)}
+        if e.get("type") == "too_many_parameters"
+        else e
+        for e in exc.errors
+    ]
+    return type(exc)(errors)
+
+
+def work_error(checked: CheckedSpec, settings: Settings) -> dict[str, Any] | None:
+    """The 422 item of a spec whose total work is above LABTRAIN_MAX_TOTAL_WORK, else None."""
+    work, train_rows = total_work(checked)
+    if work <= settings.max_total_work:
+        return None
+    return {
+        "loc": [],
+        "msg": f"the total work of {checked.spec.epochs:,} epochs × {train_rows:,} training samples × "
+        f"{checked.param_count:,} parameters = {work:.3g} is above the limit of {settings.max_total_work:.3g} "
+        "(LABTRAIN_MAX_TOTAL_WORK); train fewer epochs, on fewer samples or a smaller network",
+        "type": "too_much_work",
+    }
+
+
+def check_queue_room(session: Session, settings: Settings, owner: str, adding: int) -> None:
+    """Refuse (429, Retry-After) what would take the owner's queued experiments past the limit."""
+    queued = quotas.queued_count(session, owner)
+    limit = settings.max_queued_per_owner
+    if queued + adding > limit:
+        what = f"{adding} more experiments" if adding > 1 else "another experiment"
+        raise TooManyQueued(
+            f"you have {queued} experiments queued; {what} would exceed the limit of {limit} "
+            f"(LABTRAIN_MAX_QUEUED_PER_OWNER); retry once some have started",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
 
 
 def _request_hash(spec: dict[str, Any]) -> str:
@@ -71,18 +132,31 @@ def create_experiment(
     Returns (experiment, created). A repeated Idempotency-Key with the same spec returns the
     first experiment (re-enqueued if still queued: a message lost before may be sent again,
     the claim makes duplicates harmless); with another spec it is refused."""
-    checked = validate_spec(spec, max_params=settings.max_params)
+    try:
+        checked = validate_spec(spec, max_params=settings.max_params, upload_info=upload_info(uow.session, owner))
+    except SpecInvalid as exc:
+        raise named_limits(exc, settings) from None
     if checked.spec.epochs > settings.max_epochs:
         raise SpecInvalid(
-            [{"loc": ["epochs"], "msg": f"{checked.spec.epochs} epochs is above the limit of "
-              f"{settings.max_epochs} (LABTRAIN_MAX_EPOCHS)", "type": "too_many_epochs"}]
+            [
+                {
+                    "loc": ["epochs"],
+                    "msg": f"{checked.spec.epochs} epochs is above the limit of "
+                    f"{settings.max_epochs} (LABTRAIN_MAX_EPOCHS)",
+                    "type": "too_many_epochs",
+                }
+            ]
         )
+    too_much = work_error(checked, settings)
+    if too_much is not None:
+        raise SpecInvalid([too_much])
     normalized = checked.spec.model_dump(mode="json")
     digest = _request_hash(normalized)
     if idempotency_key is not None:
         existing = repo.get_by_idempotency_key(uow.session, owner, idempotency_key)
         if existing is not None:
             return _replay(uow, celery, existing, digest, idempotency_key), False
+    check_queue_room(uow.session, settings, owner, 1)
     try:
         experiment = repo.create(
             uow.session,
@@ -94,6 +168,7 @@ def create_experiment(
             queue=queue_for(checked.spec.device, settings),
             idempotency_key=idempotency_key,
             request_hash=digest,
+            dataset_id=checked.spec.dataset.id,
         )
     except IntegrityError:
         if idempotency_key is None:

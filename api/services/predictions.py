@@ -175,7 +175,8 @@ def predict(
 def evaluation_dataset(session: Session, experiment: Experiment, predictor: Predictor) -> Dataset:
     """The data the model was trained on: a built-in rebuilt from its spec, or the upload's bytes."""
     from ml.data import load_dataset
-    from ml.datasets import DatasetError, from_csv, from_npz
+    from ml.datasets import DatasetError
+    from ml.datasets.files import from_upload
     from ml.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate(predictor.spec)
@@ -185,11 +186,7 @@ def evaluation_dataset(session: Session, experiment: Experiment, predictor: Pred
     if upload is None:
         raise DatasetUnavailable(f"the uploaded dataset {spec.dataset.id} of experiment {experiment.id} is gone")
     try:
-        if upload.format == "csv":
-            (target,) = upload.info["targets"]
-            dataset = from_csv(upload.data, target, name=upload.name)
-        else:
-            dataset = from_npz(upload.data, name=upload.name)
+        dataset = from_upload(upload.format, upload.data, upload.info, name=upload.name)
     except (DatasetError, ValueError, KeyError) as exc:
         raise DatasetUnavailable(
             f"the uploaded dataset {spec.dataset.id} cannot be read again to evaluate on it: {exc}"

@@ -26,14 +26,23 @@ from sqlalchemy.orm import Session
 from api.deps import UnitOfWork
 from api.errors import IdempotencyKeyReused, SweepFinished, SweepNotFound
 from api.schemas import SweepMemberRead, SweepRead, SweepStatus, SweepTableRead
-from api.services.experiments import _enqueue_after_commit, _enqueue_group_after_commit, decode_cursor
+from api.services.datasets import upload_info
+from api.services.experiments import (
+    _enqueue_after_commit,
+    _enqueue_group_after_commit,
+    check_queue_room,
+    decode_cursor,
+    named_limits,
+    work_error,
+)
 from core.enqueue import queue_for
+from core.repositories import datasets as datasets_repo
 from core.repositories import experiments as experiments_repo
 from core.repositories import sweeps as repo
 from core.settings import Settings
 from core.tables import Experiment, Sweep
 from ml.grouping import plan_groups
-from ml.sweeps import SweepRequest, check_sweep
+from ml.sweeps import MAX_REPORTED_ERRORS, CheckedMember, SweepInvalid, SweepRequest, check_sweep
 
 # A sweep's Idempotency-Key is stored on its first member, prefixed: the experiments' unique
 # (owner, idempotency_key) constraint then makes two concurrent requests with one key create
@@ -60,9 +69,17 @@ def create_sweep(
     One bad row refuses the whole sweep (SweepInvalid, a 422 naming the row and the field)
     before anything is stored. A repeated Idempotency-Key with the same request returns the
     first sweep (its still-queued members sent again); with another request it is refused."""
-    checked = check_sweep(
-        request, max_params=settings.max_params, max_size=settings.max_sweep_size, max_epochs=settings.max_epochs
-    )
+    try:
+        checked = check_sweep(
+            request,
+            max_params=settings.max_params,
+            max_size=settings.max_sweep_size,
+            max_epochs=settings.max_epochs,
+            upload_info=upload_info(uow.session, owner),
+        )
+    except SweepInvalid as exc:
+        raise named_limits(exc, settings) from None
+    _check_work(checked, settings)
     accepted = request.model_dump(mode="json", by_alias=True, exclude_none=True)
     digest = _request_hash(accepted)
     session = uow.session
@@ -70,6 +87,7 @@ def create_sweep(
         first = experiments_repo.get_by_idempotency_key(session, owner, KEY_PREFIX + idempotency_key)
         if first is not None:
             return _replay(uow, celery, first, digest, idempotency_key), False
+    check_queue_room(session, settings, owner, len(checked))  # the whole sweep, or none of it
     sweep = repo.create(session, owner=owner, name=request.name, spec={"request": accepted, "request_hash": digest})
     rows = [
         experiments_repo.NewExperiment(
@@ -98,6 +116,7 @@ def create_sweep(
         for e, c in zip(experiments, checked, strict=True)
     ]
     repo.set_spec(session, sweep, {**sweep.spec, "members": members})
+    datasets_repo.link(session, {e.id: c.checked.spec.dataset.id for e, c in zip(experiments, checked, strict=True)})
     by_id = {e.id: e for e in experiments}
     groups = plan_groups(
         [(e.id, c.checked) for e, c in zip(experiments, checked, strict=True)],
@@ -107,6 +126,19 @@ def create_sweep(
     for group in groups:
         _enqueue_group_after_commit(uow, celery, [by_id[str(i)] for i in group])
     return sweep, True
+
+
+def _check_work(checked: list[CheckedMember], settings: Settings) -> None:
+    """Refuse the sweep (naming each row) if a member's total work is above LABTRAIN_MAX_TOTAL_WORK."""
+    errors: list[dict[str, Any]] = []
+    rows: set[int] = set()
+    for c in checked:
+        error = work_error(c.checked, settings)
+        if error is not None and c.member.row not in rows:
+            rows.add(c.member.row)
+            errors.append({**error, "loc": list(c.member.loc), "msg": f"row {c.member.name!r}: {error['msg']}"})
+    if errors:
+        raise SweepInvalid(errors[:MAX_REPORTED_ERRORS])
 
 
 def _replay(uow: UnitOfWork, celery: Celery, first: Experiment, digest: str, key: str) -> Sweep:
@@ -331,8 +363,12 @@ def table_csv(table: Table) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(table.columns)
     for row in table.rows:
-        writer.writerow(["" if row[c] is None else str(row[c]).lower() if isinstance(row[c], bool) else row[c]
-                         for c in table.columns])
+        writer.writerow(
+            [
+                "" if row[c] is None else str(row[c]).lower() if isinstance(row[c], bool) else row[c]
+                for c in table.columns
+            ]
+        )
     return out.getvalue()
 
 

@@ -183,9 +183,7 @@ def touch(session: Session, experiment_id: str, attempt: int) -> bool:
 def poll_control(session: Session, experiment_id: str, attempt: int) -> tuple[bool, bool]:
     """(cancel requested, still held by this attempt), read in one statement."""
     row = session.execute(
-        select(Experiment.cancel_requested, Experiment.attempt, Experiment.status).where(
-            Experiment.id == experiment_id
-        )
+        select(Experiment.cancel_requested, Experiment.attempt, Experiment.status).where(Experiment.id == experiment_id)
     ).one_or_none()
     if row is None:
         return True, False
@@ -302,3 +300,39 @@ def request_cancel_in_sweep(session: Session, sweep_id: str) -> int:
         .values(cancel_requested=True)
     )
     return rowcount(result)
+
+
+# -- the reconciler (worker/reconciler.py) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An accepted experiment that may have lost its message: what re-enqueueing it needs."""
+
+    id: str
+    status: str
+    queue: str
+    sweep_id: str | None
+    spec: dict[str, Any]
+
+
+def list_possibly_lost(
+    session: Session, *, queued_before: datetime, stale_before: datetime, limit: int
+) -> list[Unfinished]:
+    """Queued experiments created before `queued_before`, and running ones whose heartbeat is
+    older than `stale_before` (their worker may be gone), oldest first, at most `limit`."""
+    stmt = (
+        select(Experiment.id, Experiment.status, Experiment.queue, Experiment.sweep_id, Experiment.spec)
+        .where(
+            or_(
+                and_(Experiment.status == "queued", Experiment.created_at < queued_before),
+                and_(
+                    Experiment.status == "running",
+                    or_(Experiment.heartbeat_at < stale_before, Experiment.heartbeat_at.is_(None)),
+                ),
+            )
+        )
+        .order_by(Experiment.created_at, Experiment.id)
+        .limit(limit)
+    )
+    return [Unfinished(*row) for row in session.execute(stmt)]

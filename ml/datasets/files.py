@@ -236,3 +236,16 @@ def from_npz(data: bytes, *, name: str = "upload") -> Dataset:
         description=f"Uploaded NPZ: {len(xf)} {'images' if image else 'rows'} of shape {tuple(xf.shape[1:])}.",
     )
     return Dataset(info=info, x=xf, y={"y": y})
+
+
+def from_upload(fmt: str, data: bytes, info: dict, *, name: str = "upload") -> Dataset:
+    """A stored upload rebuilt from its bytes: `fmt` "csv" or "npz", and `info` the description
+    stored beside it (`DatasetInfo.to_dict()`, which names a CSV's target column)."""
+    if fmt == "npz":
+        return from_npz(data, name=name)
+    if fmt != "csv":
+        raise DatasetError(f"unknown upload format {fmt!r}; expected csv or npz")
+    targets = list(info.get("targets") or ())
+    if len(targets) != 1:
+        raise DatasetError(f"the stored description of {name!r} names {len(targets)} targets; a CSV has one")
+    return from_csv(data, targets[0], name=name)

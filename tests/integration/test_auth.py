@@ -21,8 +21,17 @@ def keyed_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     env = stack.env | {"LABTRAIN_API_KEYS": "alice:key-a,bob:key-b"}
     log = tmp_path_factory.mktemp("keyed") / "api.log"
     process = _start(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         env,
         log,
     )

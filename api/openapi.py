@@ -1,0 +1,69 @@
+"""The OpenAPI document tells the truth about errors: FastAPI documents every 422 as its own
+`HTTPValidationError` (`{"detail": [...]}`), while labtrain answers with its envelope
+(api/errors.py): `{"error": "ValidationError", "detail": "<one line>", "errors": [...]}`. And a
+body that is not text (invalid UTF-8) gets FastAPI's 400 before any validation, on every
+operation that takes a JSON body: that 400 is documented too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+VALIDATION_ENVELOPE: dict[str, Any] = {
+    "title": "ValidationErrorEnvelope",
+    "type": "object",
+    "required": ["error", "detail", "errors"],
+    "properties": {
+        "error": {"type": "string", "description": "ValidationError"},
+        "detail": {"type": "string", "description": "the first problems, one line: `body.epochs: ...`"},
+        "errors": {
+            "type": "array",
+            "description": "one item per problem: where (`loc`), what (`msg`), and its `type`",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg", "type"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                    "input": {},
+                },
+            },
+        },
+    },
+}
+
+
+ENVELOPE: dict[str, Any] = {
+    "title": "ErrorEnvelope",
+    "type": "object",
+    "required": ["error", "detail"],
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+UNREADABLE_BODY: dict[str, Any] = {
+    "description": "the body cannot be read as JSON text, e.g. it is not UTF-8 (`BadRequest`)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+}
+
+
+def document_error_envelope(app: FastAPI) -> None:
+    """Build the schema once, with FastAPI's 422 schema replaced by the envelope's, and the 400
+    of an unreadable JSON body on the operations that take one."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = VALIDATION_ENVELOPE
+            schemas["ErrorEnvelope"] = ENVELOPE
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                        operation.setdefault("responses", {}).setdefault("400", UNREADABLE_BODY)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,218 @@
+"""The load run (loopback only): concurrent clients submit tiny experiments and predict against
+finished ones while one worker is killed (SIGKILL of its process group: the Celery main process
+and its training child) and started again, twice. Then every accepted experiment must reach a
+terminal status within a deadline.
+
+Counted: lost (accepted with 202 but not terminal by the deadline), 5xx answers, other errors
+(any other non-2xx answer or a transport error), submissions and predictions per second, p50 /
+p99 latency of each, and, for each kill, what became of the experiment the killed worker was
+training (its status, attempt, and when it ended after the kill).
+
+    .venv/bin/python -m bench.load                     # 50 clients, 1,000 experiments, 2 workers
+    .venv/bin/python -m bench.load --quick             # 10 clients, 100 experiments
+    .venv/bin/python -m bench.load --env LABTRAIN_RECONCILE_SECONDS=5   # settings for every process
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from bench.stack import BenchStack, start_stack
+
+SPEC = {
+    "name": "load",
+    "dataset": {"name": "spirals", "params": {"n_samples": 200, "noise": 0.1}},
+    "model": {"type": "mlp", "hidden_layers": 2, "neurons": 8},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "batch_size": 64,
+    "epochs": 3,
+}
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.accepted: list[str] = []
+        self.latency: dict[str, list[float]] = {"submit": [], "predict": []}
+        self.server_errors: Counter[str] = Counter()  # "submit 503", ...
+        self.other_errors: Counter[str] = Counter()
+        self.finished: list[str] = []  # succeeded ids the clients predict against
+        self.pending: set[str] = set()  # accepted, not terminal yet (as last seen)
+        self.submitted_at: float | None = None
+
+    def record(self, kind: str, seconds: float, response: httpx.Response | None, error: str | None = None) -> bool:
+        if response is None:
+            self.other_errors[f"{kind} {error}"] += 1
+            return False
+        self.latency[kind].append(seconds)
+        if response.status_code >= 500:
+            self.server_errors[f"{kind} {response.status_code}"] += 1
+        elif response.status_code >= 300:
+            self.other_errors[f"{kind} {response.status_code} {response.text[:120]}"] += 1
+        return response.is_success
+
+
+async def call(client: httpx.AsyncClient, tally: Tally, kind: str, url: str, body: dict[str, Any]) -> Any:
+    t0 = time.perf_counter()
+    try:
+        response = await client.post(url, json=body)
+    except httpx.HTTPError as exc:
+        tally.record(kind, time.perf_counter() - t0, None, type(exc).__name__)
+        return None
+    return response.json() if tally.record(kind, time.perf_counter() - t0, response) else None
+
+
+async def client_loop(
+    client: httpx.AsyncClient, tally: Tally, quota: list[int], done: asyncio.Event, seed: int
+) -> None:
+    """Submit until the shared quota is spent, predicting against a finished experiment after each
+    submission; then only predict, until every accepted experiment is terminal (or the deadline)."""
+    rng = random.Random(seed)
+    while not done.is_set():
+        if quota[0] > 0:
+            quota[0] -= 1
+            exp = await call(client, tally, "submit", "/experiments", SPEC | {"seed": rng.randrange(1000)})
+            if exp is not None:
+                tally.accepted.append(exp["id"])
+            if quota[0] <= 0 and tally.submitted_at is None:
+                tally.submitted_at = time.perf_counter()
+        if tally.finished:
+            target = rng.choice(tally.finished)
+            point = [rng.uniform(-1, 1), rng.uniform(-1, 1)]
+            await call(client, tally, "predict", f"/experiments/{target}/predictions", {"inputs": [point]})
+        else:
+            await asyncio.sleep(0.05)
+
+
+async def monitor(client: httpx.AsyncClient, tally: Tally, done: asyncio.Event, deadline: float) -> None:
+    """Every 0.5 s: the succeeded experiments the clients predict against (the newest 200) and the
+    accepted ones not terminal yet; sets `done` when none is left after the last submission, or
+    `deadline` seconds after it."""
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            page = (await client.get("/experiments", params={"status": "succeeded", "limit": 200})).json()
+            tally.finished = [e["id"] for e in page["items"]] or tally.finished
+            tally.pending = await non_terminal(client) & set(tally.accepted)
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+        if tally.submitted_at is not None:
+            if not tally.pending or time.perf_counter() - tally.submitted_at > deadline:
+                done.set()
+                return
+
+
+async def non_terminal(client: httpx.AsyncClient) -> set[str]:
+    ids: set[str] = set()
+    for status in ("queued", "running"):
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"status": status, "limit": 200} | ({"cursor": cursor} if cursor else {})
+            page = (await client.get("/experiments", params=params)).json()
+            ids |= {e["id"] for e in page["items"]}
+            if not (cursor := page.get("next_cursor")):
+                break
+    return ids
+
+
+async def killer(stack: BenchStack, tally: Tally, kills: int, events: list[dict[str, Any]]) -> None:
+    """SIGKILL the same worker slot when 1/(kills+1), 2/(kills+1)... of the experiments are
+    terminal; start a new worker 1 s later (as `labtrain up` does)."""
+    slot = next(iter(stack.workers))
+    for k in range(1, kills + 1):
+        while tally.submitted_at is None or len(tally.pending) > len(tally.accepted) * (1 - k / (kills + 1)):
+            await asyncio.sleep(0.05)
+        running = await asyncio.to_thread(_running_on, stack, slot)
+        await asyncio.to_thread(stack.kill_worker, slot)
+        events.append({"killed": slot, "at": time.time(), "was_training": running})
+        await asyncio.sleep(1.0)
+        slot = stack.start_worker()
+
+
+def _running_on(stack: BenchStack, worker: str) -> list[str]:
+    items = stack.client.get("/experiments", params={"status": "running", "limit": 200}).json()["items"]
+    return [e["id"] for e in items if e.get("worker") == worker]
+
+
+def q(xs: list[float], p: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--total", type=int, default=1000, help="experiments to submit")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("--deadline", type=float, default=300, help="seconds after the last submission")
+    parser.add_argument("--quick", action="store_true", help="--total 100 --clients 10")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every process (LABTRAIN_...)")
+    parser.add_argument("--database-url")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="the Redis server (a free db is reserved)")
+    args = parser.parse_args()
+    if args.quick:
+        args.total, args.clients = 100, 10
+    env = dict(item.split("=", 1) for item in args.env)
+    tally, events = Tally(), []
+    load = [os.getloadavg()[0]]
+
+    with start_stack(database_url=args.database_url, redis_base_url=args.redis, workers=args.workers, env=env) as stack:
+        print(f"stack: {args.workers} workers, {stack.database_url.split(':')[0]}, logs in {stack.tmp}", flush=True)
+
+        async def run() -> tuple[float, float]:
+            limits = httpx.Limits(max_connections=args.clients + 2, max_keepalive_connections=args.clients + 2)
+            async with httpx.AsyncClient(base_url=stack.base_url, timeout=90, limits=limits) as client:
+                done = asyncio.Event()
+                tally.pending = {"?"}  # unknown until the monitor's first look
+                watch = asyncio.create_task(monitor(client, tally, done, args.deadline))
+                kill = asyncio.create_task(killer(stack, tally, args.kills, events))
+                quota = [args.total]
+                t0 = time.perf_counter()
+                await asyncio.gather(*[client_loop(client, tally, quota, done, seed) for seed in range(args.clients)])
+                await watch
+                kill.cancel()
+                assert tally.submitted_at is not None
+                return tally.submitted_at - t0, time.perf_counter() - t0
+
+        submit_seconds, seconds = asyncio.run(run())
+        pending = tally.pending
+        accepted = set(tally.accepted)
+        statuses = Counter(stack.client.get(f"/experiments/{i}").json()["status"] for i in accepted)
+        kills = [
+            {**e, "after": [stack.client.get(f"/experiments/{i}").json() for i in e["was_training"]]} for e in events
+        ]
+        load.append(os.getloadavg()[0])
+
+    averages = ", ".join(f"{x:.1f}" for x in load)
+    print(f"\n## load: {args.clients} clients, {args.total} submissions, {args.workers} workers, "
+          f"{len(events)} kills; env {env or 'defaults'}; load average {averages}")  # fmt: skip
+    print(f"accepted {len(accepted)} in {submit_seconds:.1f} s; every one terminal {seconds:.1f} s after the first "
+          f"POST, or lost: {len(pending)} not terminal {args.deadline:.0f} s after the last submission; "
+          f"statuses {dict(statuses)}")  # fmt: skip
+    print(f"5xx: {sum(tally.server_errors.values())} {dict(tally.server_errors)}; "
+          f"other errors: {sum(tally.other_errors.values())} {dict(tally.other_errors)}")  # fmt: skip
+    for kind, over in (("submit", submit_seconds), ("predict", seconds)):
+        xs = tally.latency[kind]
+        print(f"{kind}: {len(xs)} requests in {over:.1f} s, {len(xs) / over:.0f}/s, p50 {q(xs, 0.5) * 1e3:.1f} ms, "
+              f"p99 {q(xs, 0.99) * 1e3:.1f} ms")  # fmt: skip
+    for e in kills:
+        for exp in e["after"]:
+            ended = exp["finished_at"] and datetime.fromisoformat(exp["finished_at"]).timestamp() - e["at"]
+            print(f"kill of {e['killed']}: it was training {exp['id']}, now {exp['status']} (attempt {exp['attempt']}"
+                  + (f", ended {ended:.1f} s after the kill)" if ended else ", never ended)"))  # fmt: skip
+        if not e["after"]:
+            print(f"kill of {e['killed']}: it was training nothing the API listed as running")
+    if pending:
+        print(f"lost: {sorted(pending)[:10]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Group training under faults: a group whose training process is killed resumes every member
+from its checkpoint, and cancelling one grouped member stops only that member."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC
+from typing import Any
+
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from core.db import get_engine, session_factory
+from core.tables import EpochMetric
+from tests.conftest import Stack, wait_for
+from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
+
+pytestmark = pytest.mark.integration
+
+
+def group_of_four(stack: Stack, name: str, epochs: int) -> tuple[str, list[str]]:
+    """A sweep of four compatible members (2 learning rates × 2 seeds), planned as one group."""
+    body = {"name": name, "base": base_spec(epochs=epochs, optimizer={"name": "adam", "lr": 0.01}),
+            "grid": {"optimizer.lr": [0.005, 0.01]}, "repeats": 2}  # fmt: skip
+    sweep = post_sweep(stack, body)
+    assert len(sweep["experiment_ids"]) == 4
+    return sweep["id"], sweep["experiment_ids"]
+
+
+def all_past(stack: Stack, ids: list[str], epochs: int) -> list[dict[str, Any]] | None:
+    members = [stack.experiment(i) for i in ids]
+    return members if all(m["status"] == "running" and m["epochs_done"] >= epochs for m in members) else None
+
+
+def group_lines(stack: Stack, experiment_id: str) -> list[str]:
+    return [line for line in stack.all_worker_logs().splitlines() if "group of" in line and experiment_id in line]
+
+
+def first_epoch_written(stack: Stack, experiment_id: str) -> float:
+    factory = session_factory(get_engine(stack.database_url))
+    with factory() as session:
+        first = session.scalar(
+            select(func.min(EpochMetric.created_at)).where(EpochMetric.experiment_id == experiment_id)
+        )
+    if first.tzinfo is None:  # SQLite hands back naive UTC
+        first = first.replace(tzinfo=UTC)
+    return first.timestamp()
+
+
+@pytest.mark.timeout(240)
+def test_killed_group_resumes_every_member_from_its_checkpoint(stack: Stack) -> None:
+    epochs = 900
+    sweep_id, ids = group_of_four(stack, "killed-group", epochs)
+    running = wait_for(lambda: all_past(stack, ids, 150), 90, interval=0.1, what="150 epochs of every member")
+    assert len({m["worker"] for m in running}) == 1  # one task trains the four
+    assert len(group_lines(stack, ids[0])) == 1
+    children = psutil.Process(stack.workers[running[0]["worker"]].pid).children()
+    assert len(children) == 1, children
+    killed_at = time.time()
+    os.kill(children[0].pid, signal.SIGKILL)  # the process training the group, mid-epoch
+
+    done = wait_sweep(stack, sweep_id, timeout=180)
+    assert done["counts"] == {"succeeded": 4}
+    for exp_id in ids:
+        exp = stack.experiment(exp_id)
+        assert exp["attempt"] == 2, exp  # claimed again after the redelivery
+        assert exp["epochs_done"] == epochs
+        assert [e["epoch"] for e in stack.epochs(exp_id)] == list(range(1, epochs + 1))  # each epoch once
+        # Resumed, not restarted: its first epochs are still the rows the killed process wrote.
+        assert first_epoch_written(stack, exp_id) < killed_at
+    assert len(group_lines(stack, ids[0])) >= 2  # trained again as a group (or groups, by checkpoint epoch)
+
+
+@pytest.mark.timeout(180)
+def test_cancelling_one_grouped_member_stops_only_that_member(stack: Stack) -> None:
+    epochs = 400
+    sweep_id, ids = group_of_four(stack, "cancel-one", epochs)
+    wait_for(lambda: all_past(stack, ids, 20), 90, interval=0.1, what="20 epochs of every member")
+    response = stack.client.post(f"/experiments/{ids[1]}/cancel")
+    assert response.status_code == 202, response.text
+
+    done = wait_sweep(stack, sweep_id, timeout=150)
+    assert done["counts"] == {"succeeded": 3, "cancelled": 1}
+    cancelled = stack.experiment(ids[1])
+    assert cancelled["status"] == "cancelled"
+    assert 20 <= cancelled["epochs_done"] < epochs
+    assert [e["epoch"] for e in stack.epochs(ids[1])] == list(range(1, cancelled["epochs_done"] + 1))
+    for exp_id in (ids[0], *ids[2:]):
+        exp = stack.experiment(exp_id)
+        assert exp["status"] == "succeeded", exp["error"]
+        assert exp["attempt"] == 1
+        assert [e["epoch"] for e in stack.epochs(exp_id)] == list(range(1, epochs + 1))
+        predicted = stack.client.post(f"/experiments/{exp_id}/predictions", json={"inputs": [[0.1, 0.2]]})
+        assert predicted.status_code == 200, predicted.text
+    assert len(group_lines(stack, ids[0])) == 1  # one group, never restarted

@@ -1,0 +1,238 @@
+"""Plots through the real API, of models trained by real workers, on SQLite and PostgreSQL: real
+PNGs of the expected size, the numbers drawn equal to what `/predictions` answers, refusals
+that say why, and cached pictures with ETags that change when the data does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import Stack, wait_for
+from tests.integration.test_experiments import parked_spec, tiny_spec
+from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
+from tests.ml.test_plots import assert_picture
+
+pytestmark = pytest.mark.integration
+
+SPECS: dict[str, dict[str, Any]] = {
+    "binary": tiny_spec("plot-binary", epochs=15, dataset={"name": "spirals", "params": {"n_samples": 400}}),
+    "digits": {
+        "name": "plot-digits",
+        "dataset": {"name": "digits", "params": {"n_samples": 300}},
+        "model": {"type": "cnn", "conv_layers": 1, "filters": 4, "kernel_size": 5, "hidden_layers": 1, "neurons": 16},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "epochs": 2,
+    },
+    "two_targets": {
+        "name": "plot-two-targets",
+        "dataset": {"name": "colored_digits", "params": {"n_samples": 300, "n_colors": 3}},
+        "model": {
+            "type": "cnn",
+            "conv_layers": 1,
+            "filters": 2,
+            "kernel_size": 5,
+            "hidden_layers": 0,
+            "heads": {"color": {"filters": 1, "kernel_size": 16}},
+        },
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "epochs": 2,
+    },
+    "gaussian": {
+        "name": "plot-gaussian",
+        "dataset": {"name": "house_prices"},
+        "loss": "gaussian_nll",
+        "model": {"hidden_layers": 2, "neurons": 8, "sigma": {"hidden_layers": 1, "neurons": 4}},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "batch_size": 256,
+        "epochs": 8,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def trained(stack: Stack) -> dict[str, str]:
+    """kind → the id of a succeeded experiment."""
+    created = {kind: stack.submit(spec)["id"] for kind, spec in SPECS.items()}
+    for kind, experiment_id in created.items():
+        done = stack.wait_terminal(experiment_id, timeout=120)
+        assert done["status"] == "succeeded", (kind, done["error"])
+    return created
+
+
+@pytest.fixture(scope="module")
+def sweep(stack: Stack) -> str:
+    """A finished sweep of three rows that differ in width and activation."""
+    body = post_sweep(stack, {
+        "name": "plot-sweep",
+        "base": base_spec(epochs=8),
+        "variants": [{"name": "narrow"}, {"name": "wide", "model.neurons": 24},
+                     {"name": "tanh", "model.activation": "tanh"}],
+    })  # fmt: skip
+    wait_sweep(stack, body["id"], timeout=120)
+    return body["id"]
+
+
+def png(stack: Stack, path: str, **params: str) -> bytes:
+    response = stack.client.get(path, params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    return response.content
+
+
+def refused(stack: Stack, path: str, status: int, error: str, **params: str) -> dict[str, Any]:
+    response = stack.client.get(path, params=params)
+    assert response.status_code == status, (path, response.text)
+    body = response.json()
+    assert body["error"] == error, body
+    return body
+
+
+def predict(stack: Stack, experiment_id: str, rows: list[Any]) -> list[dict[str, Any]]:
+    response = stack.client.post(f"/experiments/{experiment_id}/predictions", json={"inputs": rows})
+    assert response.status_code == 200, response.text
+    return response.json()["predictions"]
+
+
+@pytest.mark.timeout(240)
+def test_every_plot_is_a_picture_of_the_expected_size(stack: Stack, trained: dict[str, str], sweep: str) -> None:
+    for experiment_id in trained.values():
+        assert_picture(png(stack, f"/experiments/{experiment_id}/plots/learning-curves.png"), (800, 500))
+    binary, gaussian = trained["binary"], trained["gaussian"]
+    assert_picture(png(stack, f"/experiments/{binary}/plots/decision-boundary.png"), (700, 600))
+    assert_picture(png(stack, f"/experiments/{binary}/plots/confusion.png"), (600, 550))
+    assert_picture(png(stack, f"/experiments/{trained['digits']}/plots/confusion.png"), (600, 550))
+    # One matrix per target, side by side.
+    assert_picture(png(stack, f"/experiments/{trained['two_targets']}/plots/confusion.png"), (1200, 550))
+    sigma = png(stack, f"/experiments/{gaussian}/plots/sigma.png", feature="Gr_Liv_Area")
+    assert_picture(sigma, (800, 700))
+    assert png(stack, f"/experiments/{gaussian}/plots/sigma.png", feature="Year_Built") != sigma
+    assert_picture(png(stack, f"/sweeps/{sweep}/plots/compare.png"), (800, 500))
+    by_act = png(stack, f"/sweeps/{sweep}/plots/compare.png", color_by="act")
+    assert_picture(by_act, (800, 500))
+    assert png(stack, f"/sweeps/{sweep}/plots/compare.png", color_by="neur") != by_act
+
+
+@pytest.mark.timeout(120)
+def test_the_decision_boundary_agrees_with_predictions(stack: Stack, trained: dict[str, str]) -> None:
+    binary = trained["binary"]
+    response = stack.client.get(f"/experiments/{binary}/plots/decision-boundary.json")
+    assert response.status_code == 200, response.text
+    grid = response.json()
+    assert grid["features"] == ["x1", "x2"]
+    assert grid["class"] == "1"
+    xs, ys, prob = np.array(grid["x1"]), np.array(grid["x2"]), np.array(grid["probability"])
+    assert prob.shape == (len(ys), len(xs)) == (150, 150)
+    assert np.all(np.diff(xs) > 0)
+    assert np.all(np.diff(ys) > 0)
+    assert prob.min() < 0.5 < prob.max()  # a boundary crosses the plane
+    rng = np.random.default_rng(0)
+    cells = [(int(i), int(j)) for i, j in rng.integers(0, 150, size=(40, 2))] + [(0, 0), (149, 149), (0, 149)]
+    answers = predict(stack, binary, [[float(xs[j]), float(ys[i])] for i, j in cells])
+    for (i, j), answer in zip(cells, answers, strict=True):
+        assert answer["probabilities"][-1] == pytest.approx(prob[i, j], rel=1e-5, abs=1e-6), (i, j)
+        assert answer["label"] == (1 if prob[i, j] > 0.5 else 0) or abs(prob[i, j] - 0.5) < 1e-6
+
+
+@pytest.mark.timeout(120)
+def test_the_sigma_curve_equals_predictions(stack: Stack, trained: dict[str, str]) -> None:
+    gaussian = trained["gaussian"]
+    response = stack.client.get(f"/experiments/{gaussian}/plots/sigma.json", params={"feature": "Gr_Liv_Area"})
+    assert response.status_code == 200, response.text
+    curve = response.json()
+    assert curve["feature"] == "Gr_Liv_Area"
+    j = curve["features"].index("Gr_Liv_Area")
+    inputs = np.array(curve["inputs"])
+    assert inputs.shape == (100, 10)
+    assert np.array_equal(inputs[:, j], np.array(curve["values"], dtype=np.float32))
+    assert np.all(np.diff(inputs[:, j]) > 0)
+    others = np.delete(inputs, j, axis=1)
+    assert np.all(others == others[0])  # the other features held at one value (their training median)
+    answers = predict(stack, gaussian, curve["inputs"])
+    assert [a["mu"] for a in answers] == pytest.approx(curve["mu"], rel=1e-5)
+    assert [a["sigma"] for a in answers] == pytest.approx(curve["sigma"], rel=1e-5)
+    assert all(s > 0 for s in curve["sigma"])
+    default = stack.client.get(f"/experiments/{gaussian}/plots/sigma.json").json()
+    assert default["feature"] == curve["features"][0]  # no ?feature=: the first one
+
+
+@pytest.mark.timeout(120)
+def test_plots_that_do_not_apply_are_refused_saying_why(stack: Stack, trained: dict[str, str], sweep: str) -> None:
+    base = "/experiments/{}/plots/{}"
+    body = refused(stack, base.format(trained["digits"], "decision-boundary.png"), 422, "PlotNotApplicable")
+    assert "needs 2 input features" in body["detail"]
+    assert body["errors"][0]["loc"] == ["path", "kind"]
+    body = refused(stack, base.format(trained["binary"], "sigma.png"), 422, "PlotNotApplicable")
+    assert "gaussian_nll" in body["detail"]
+    assert "bce" in body["detail"]
+    body = refused(stack, base.format(trained["gaussian"], "confusion.png"), 422, "PlotNotApplicable")
+    assert "needs a classifier" in body["detail"]
+    refused(stack, base.format(trained["digits"], "decision-boundary.json"), 422, "PlotNotApplicable")
+
+    body = refused(stack, base.format(trained["gaussian"], "sigma.png"), 422, "ValidationError", feature="Price")
+    (error,) = body["errors"]
+    assert error["loc"] == ["query", "feature"]
+    assert "unknown feature 'Price'" in error["msg"]
+    assert "Gr_Liv_Area" in error["msg"]
+    body = refused(stack, base.format(trained["binary"], "pie.png"), 422, "ValidationError")
+    assert body["errors"][0]["loc"] == ["path", "kind"]
+    assert "learning-curves" in body["errors"][0]["msg"]
+    refused(stack, base.format(trained["binary"], "confusion.json"), 422, "ValidationError")
+
+    body = refused(stack, base.format("nope", "learning-curves.png"), 404, "ExperimentNotFound")
+    assert body["detail"] == "no experiment with id 'nope'"
+    refused(stack, base.format("nope", "confusion.png"), 404, "ExperimentNotFound")
+    refused(stack, "/sweeps/nope/plots/compare.png", 404, "SweepNotFound")
+
+    parked = stack.submit(parked_spec("plot-parked"))["id"]  # stays queued: no test worker serves the gpu queue
+    body = refused(stack, base.format(parked, "learning-curves.png"), 409, "PlotNotReady")
+    assert body["status"] == "queued"
+    assert "no finished epoch yet" in body["detail"]
+    for kind in ("decision-boundary.png", "confusion.png", "decision-boundary.json"):
+        body = refused(stack, base.format(parked, kind), 409, "ExperimentNotFinished")
+        assert body["status"] == "queued"
+    assert stack.client.post(f"/experiments/{parked}/cancel").status_code == 202
+
+    compare = f"/sweeps/{sweep}/plots/compare.png"
+    body = refused(stack, compare, 422, "ValidationError", color_by="colour")
+    assert body["errors"][0]["loc"] == ["query", "color_by"]
+    assert "act" in body["errors"][0]["msg"]
+    body = refused(stack, compare, 422, "ValidationError", metric="val_rmse")
+    assert "val_accuracy" in body["errors"][0]["msg"]
+
+
+@pytest.mark.timeout(120)
+def test_plots_are_cached_and_change_only_with_their_data(stack: Stack, trained: dict[str, str]) -> None:
+    url = f"/experiments/{trained['binary']}/plots/decision-boundary.png"
+    first, second = stack.client.get(url), stack.client.get(url)
+    assert first.content == second.content
+    etag = first.headers["etag"]
+    assert etag == second.headers["etag"]
+    assert first.headers["cache-control"].startswith("private, max-age=")  # a succeeded model never changes
+    unchanged = stack.client.get(url, headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert stack.client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+    # A running experiment's learning curves follow its epochs: no-cache while it runs, a new
+    # picture once more epochs are stored, and a final one after it ends.
+    running = stack.submit(tiny_spec("plot-live", epochs=5000))["id"]
+    wait_for(lambda: stack.experiment(running)["epochs_done"] >= 2, 60, what="two epochs")
+    curves = f"/experiments/{running}/plots/learning-curves.png"
+    live = stack.client.get(curves)
+    assert live.status_code == 200, live.text
+    assert live.headers["cache-control"] == "no-cache"
+    seen = stack.experiment(running)["epochs_done"]
+    wait_for(lambda: stack.experiment(running)["epochs_done"] >= seen + 5, 60, what="five more epochs")
+    assert stack.client.post(f"/experiments/{running}/cancel").status_code == 202
+    assert stack.wait_terminal(running)["status"] == "cancelled"
+    final = stack.client.get(curves)
+    assert final.status_code == 200
+    assert final.headers["etag"] != live.headers["etag"]
+    assert final.content != live.content
+    assert final.headers["cache-control"].startswith("private, max-age=")
+    assert stack.client.get(curves, headers={"If-None-Match": live.headers["etag"]}).status_code == 200
+    assert_picture(final.content, (800, 500))
+    # A cancelled run has no model: the model plots say so.
+    refused(stack, f"/experiments/{running}/plots/confusion.png", 409, "ExperimentNotFinished")
