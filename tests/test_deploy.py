@@ -24,6 +24,8 @@ LABTRAIN_SERVICES = ("migrate", "api", "worker", "worker-gpu")
 def compose_config(*args: str, env: dict[str, str] | None = None, file: Path = COMPOSE) -> subprocess.CompletedProcess:
     """`docker-compose -f FILE [args] config -q` with only `env` (and PATH) in the environment."""
     if DOCKER_COMPOSE is None:
+        if os.environ.get("LABTRAIN_TEST_REQUIRE_DOCKER_COMPOSE") == "1":
+            pytest.fail("docker-compose is not installed and LABTRAIN_TEST_REQUIRE_DOCKER_COMPOSE=1")
         pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
     environ = {"PATH": os.environ.get("PATH", ""), **(env or {})}
     argv = [DOCKER_COMPOSE, "-f", str(file), "--project-directory", str(ROOT), *args, "config", "-q"]
