@@ -36,7 +36,13 @@ def supports(network: Network, info: DatasetInfo, loss: str) -> bool:
     if loss == "gaussian_nll" or len(info.targets) != 1 or len(network.trunk) != 0:
         return False
     (head,) = network.heads.values()
-    return all(isinstance(m, (nn.Linear, nn.Flatten, *ACTIVATIONS.values())) for m in head)
+    return all(isinstance(m, (nn.Linear, nn.Flatten, *ACTIVATIONS.values())) for m in head.children())
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    """The parameter's gradient: a view of the flat gradient buffer, set before training starts."""
+    assert p.grad is not None, "flatten_parameters() gives every parameter its gradient view first"
+    return p.grad
 
 
 def loss_kind(info: DatasetInfo, loss: str, outputs: int) -> Callable:
@@ -76,13 +82,13 @@ class FastMLP:
     @classmethod
     def for_network(cls, network: Network, info: DatasetInfo, loss: str) -> FastMLP:
         (head,) = network.heads.values()
-        linears = [m for m in head if isinstance(m, nn.Linear)]
-        acts = [_activation_name(m) for m in head if not isinstance(m, nn.Linear | nn.Flatten)]
+        linears = [m for m in head.children() if isinstance(m, nn.Linear)]
+        acts = [_activation_name(m) for m in head.children() if not isinstance(m, nn.Linear | nn.Flatten)]
         return cls(
             [m.weight.data for m in linears],  # (out, in) views of the flat buffer
             [m.bias.data for m in linears],
-            [m.weight.grad for m in linears],
-            [m.bias.grad for m in linears],
+            [_grad(m.weight) for m in linears],
+            [_grad(m.bias) for m in linears],
             acts,
             info,
             loss,

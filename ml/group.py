@@ -17,7 +17,7 @@ once half the stack is done, dropped from it, so the rest run at the speed of a 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,7 +164,7 @@ def _single(plan: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
 
 
 def train_group(
-    specs: list[ExperimentSpec | dict[str, Any]],
+    specs: Sequence[ExperimentSpec | dict[str, Any]],
     *,
     dataset: Dataset | None = None,
     device: str | None = None,

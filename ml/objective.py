@@ -84,7 +84,7 @@ class Objective:
             if len(self.info.targets) > 1:
                 m[f"val_accuracy_{t.name}"] = acc
         if accuracies:
-            m["val_accuracy"] = sum(accuracies) / len(accuracies)
+            m["val_accuracy"] = torch.stack(accuracies).mean(0)
         return m
 
     def metrics(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -333,8 +333,9 @@ def plan_network(spec: ExperimentSpec, info: DatasetInfo) -> L.NetworkPlan:
         sigma = (m.sigma or OverrideSpec()).over(base)
         sigma_body = _stack(sigma, info.input_shape, ("model", "sigma"), "the sigma network")
         trunk = L.Stack((), info.input_shape)
-        heads = {"mu": L.with_output(body, 1), "log_var": L.with_output(sigma_body, 1)}
-        return L.NetworkPlan(info.input_shape, trunk, heads)
+        return L.NetworkPlan(
+            info.input_shape, trunk, {"mu": L.with_output(body, 1), "log_var": L.with_output(sigma_body, 1)}
+        )
 
     if m.shared_layers > len(body.layers):
         raise _error(

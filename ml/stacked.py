@@ -22,7 +22,7 @@ from torch import nn
 
 from ml import fastmlp
 from ml.datasets import DatasetInfo
-from ml.layers import Conv, NetworkPlan
+from ml.layers import Conv, Dense, NetworkPlan
 from ml.networks import build_network
 
 _ACT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -103,9 +103,9 @@ class StackedNetwork:
             self.weights.append(leaf)
         # The program: per stack (trunk, then each head), its layers with their weight indices.
         index = 0
-        self.program: dict[str, list[tuple[object, int]]] = {}
+        self.program: dict[str, list[tuple[Conv | Dense, int]]] = {}
         for name, stack in (("", plan.trunk), *plan.heads.items()):
-            layers = []
+            layers: list[tuple[Conv | Dense, int]] = []
             for layer in stack.layers:
                 layers.append((layer, index))
                 index += 2  # weight, bias
@@ -125,7 +125,7 @@ class StackedNetwork:
             return h.reshape(b, self.k, -1).transpose(0, 1)
         return h
 
-    def _run(self, layers: list[tuple[object, int]], h: torch.Tensor) -> torch.Tensor:
+    def _run(self, layers: list[tuple[Conv | Dense, int]], h: torch.Tensor) -> torch.Tensor:
         for layer, i in layers:
             w, bias = self.weights[i], self.weights[i + 1]
             if isinstance(layer, Conv):
@@ -160,7 +160,7 @@ def fast_step(network: StackedNetwork, info: DatasetInfo, loss: str) -> fastmlp.
     if not fastmlp.supports(single, info, loss):
         return None
     layers = network.program[next(iter(network.plan.heads))]
-    acts = [layer.activation for layer, _ in layers[:-1]]  # type: ignore[attr-defined]
+    acts = [str(layer.activation) for layer, _ in layers[:-1]]  # hidden layers: never None
     w = network.weights
     return fastmlp.FastMLP(
         [w[i].data for _, i in layers],

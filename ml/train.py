@@ -26,7 +26,7 @@ from ml.layers import Conv
 from ml.networks import Network, build_network
 from ml.objective import Objective
 from ml.optim import FlatOptimizer, flatten_parameters
-from ml.results import EpochResult, TrainResult
+from ml.results import EpochResult, RunStatus, TrainResult
 from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 
@@ -142,7 +142,7 @@ def _cpu_settings(device: torch.device, threads: int) -> Iterator[None]:
         return
     before = torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a documented switch
     try:
         yield
     finally:
@@ -177,7 +177,8 @@ def train(
         if resume_from is not None:
             trainer.restore(resume_from)
         book = trainer.book
-        status, error = "succeeded", None
+        status: RunStatus = "succeeded"
+        error: str | None = None
         last_checkpoint = time.monotonic()
         while book.epoch < spec.epochs:
             if should_stop is not None and should_stop():

@@ -160,9 +160,10 @@ def from_csv(data: bytes, target: str, *, name: str = "upload", max_rows: int | 
     if np.isnan(values).any():
         # A text target ("yes"/"no", "setosa"...): its classes are its distinct values, sorted.
         names, y = np.unique(text.to_numpy(dtype=str), return_inverse=True)
-        classes: tuple[str, ...] | None = tuple(str(c) for c in names)
+        text_classes = tuple(str(c) for c in names)
         y = y.astype(np.int64)
-        _check_labels(y, classes, what)
+        _check_labels(y, text_classes, what)
+        classes: tuple[str, ...] | None = text_classes
     else:
         y, classes = _labels_of(values, what)
     info = DatasetInfo(
