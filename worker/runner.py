@@ -30,6 +30,7 @@ log = logging.getLogger("labtrain.worker")
 
 CANCEL_POLL_SECONDS = 0.3  # at most this often a should_stop() reads the cancel flag
 SMALL_MODEL_PARAMS = 200_000  # below this one thread is fastest (the work per op is tiny)
+SMALL_CONV_PARAMS = 1_000_000  # the same for convolutional networks (ml.train.default_threads)
 
 
 def _finite(value: float | None) -> float | None:
@@ -66,11 +67,14 @@ def _has_conv(spec: dict[str, Any]) -> bool:
 
 
 def choose_threads(spec: dict[str, Any], param_count: int, settings: Settings) -> int:
-    """Torch threads for one training process: 1 for small dense networks (a step is overhead,
-    not arithmetic), else this host's cores shared among the worker's processes."""
+    """Torch threads for one training process: 1 for small networks (under 200k parameters, or
+    1M with convolutions: a step is overhead, not arithmetic, and the other workers on this host
+    want their core; measured: the report's CNN ran 10-50x slower in `labtrain up --workers 2`
+    with two threads per worker on two cores), else this host's cores shared among the worker's
+    processes."""
     if settings.torch_threads:
         return settings.torch_threads
-    if param_count < SMALL_MODEL_PARAMS and not _has_conv(spec):
+    if param_count < (SMALL_CONV_PARAMS if _has_conv(spec) else SMALL_MODEL_PARAMS):
         return 1
     return max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
 
