@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.body_limit import install_body_limit
+from api.deps import DB_SESSIONS
 from api.errors import install_error_handlers
 from api.model_cache import ModelCache
 from api.observability import install_metrics
@@ -29,7 +30,8 @@ Errors are `{"error": "...", "detail": "..."}`; a 422 adds `errors`, one item pe
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app for `settings` (default: the environment's LABTRAIN_ variables)."""
     settings = settings or get_settings()
-    engine = create_db_engine(settings.resolved_database_url)
+    # Room for every request session (DB_SESSIONS, see api/deps.py) and as many short ones again.
+    engine = create_db_engine(settings.resolved_database_url, pool_size=DB_SESSIONS, max_overflow=DB_SESSIONS)
     celery = build_celery(settings, "labtrain-api")
     key_owners = settings.api_key_owners()
 

@@ -75,8 +75,23 @@ def get_owner(
     raise Unauthorized("a valid API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
 
 
+# How many requests of one API process may hold a database session at once; the others wait for
+# a slot in the event loop, holding no thread and no connection. Without a bound, many concurrent
+# requests deadlock: a sync handler runs in one of anyio's 40 threadpool threads and keeps its
+# session (a pooled connection and, on SQLite, the write lock after an INSERT) until the
+# dependency's teardown commits, and before that teardown FastAPI validates the handler's return
+# value in *another* threadpool thread. With 40+ requests in flight every thread can be taken by
+# handlers waiting for a connection (or SQLite's lock) that sessions hold while they wait for a
+# thread; nothing moves until the pool's 30 s timeout turns them into 500s. With at most
+# DB_SESSIONS (< 40) sessions open, at most DB_SESSIONS threads can be blocked on the database,
+# so a thread is always free for a session to finish; and the API's pool holds more connections
+# than DB_SESSIONS (api/app.py), so the short sessions outside this dependency (the SSE polls,
+# /readyz, /metrics) always find one and give it back without waiting on anything.
+DB_SESSIONS = 16
+
 # scope="function": the commit (and the enqueue after it) happens before the response is sent.
-UowDep = Annotated[UnitOfWork, Depends(_uow, scope="function")]
+# One Depends object for every route, so they share the one limit.
+UowDep = Annotated[UnitOfWork, Depends(_uow, scope="function", max_concurrency=DB_SESSIONS)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 OwnerDep = Annotated[str, Depends(get_owner)]

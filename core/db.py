@@ -55,21 +55,28 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_db_engine(url: str) -> Engine:
-    """A new engine for `url`; SQLite gets its pragmas on every connection and its folder created."""
+def create_db_engine(url: str, *, pool_size: int | None = None, max_overflow: int | None = None) -> Engine:
+    """A new engine for `url`; SQLite gets its pragmas on every connection and its folder created.
+
+    `pool_size` / `max_overflow` size the connection pool (default: 10 / 20 for PostgreSQL,
+    SQLAlchemy's 5 / 10 for an SQLite file); the API sizes its pool to its request limit."""
     url = normalize_url(url)
     parsed = make_url(url)
+    pool = {k: v for k, v in (("pool_size", pool_size), ("max_overflow", max_overflow)) if v is not None}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        else:
+            pool = {}  # an in-memory database has one connection per thread, not a queue pool
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}, **pool
+        )
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
+        **({"pool_size": 10, "max_overflow": 20} | pool),
         connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS},
     )
 
