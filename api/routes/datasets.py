@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
@@ -139,6 +139,15 @@ async def read_upload(request: Request, max_file_bytes: int) -> service.UploadFo
     )
 
 
+async def _upload_form(request: Request, settings: SettingsDep) -> service.UploadForm:
+    return await read_upload(request, settings.max_upload_bytes)
+
+
+# Resolved after the key check and before the database session (dependencies resolve in the
+# order of the handler's parameters): a slow upload never holds one of the API's session slots.
+UploadFormDep = Annotated[service.UploadForm, Depends(_upload_form)]
+
+
 @router.get("")
 def list_datasets(uow: UowDep, owner: OwnerDep) -> DatasetPage:
     """The built-in datasets and your uploads, each with its schema."""
@@ -177,11 +186,8 @@ def list_datasets(uow: UowDep, owner: OwnerDep) -> DatasetPage:
         }
     },
 )
-async def upload_dataset(
-    request: Request, uow: UowDep, settings: SettingsDep, owner: OwnerDep, response: Response
-) -> DatasetRead:
+async def upload_dataset(owner: OwnerDep, form: UploadFormDep, uow: UowDep, response: Response) -> DatasetRead:
     """Upload a CSV (numeric features and a `target` column) or an NPZ (arrays `x` and `y`)."""
-    form = await read_upload(request, settings.max_upload_bytes)
     row = await run_in_threadpool(service.create_dataset, uow, owner=owner, form=form)
     response.headers["Location"] = f"/datasets/{row.id}"
     return service.upload_read(row)

@@ -60,3 +60,56 @@ def test_many_concurrent_submissions_and_reads_are_all_answered_and_stored(stack
     responses = asyncio.run(_burst(stack.base_url, cancels + reads))
     assert _outcomes(responses) == {"POST 202": SUBMISSIONS, "GET 200": READERS}
     assert {stack.experiment(exp_id)["status"] for exp_id in ids} == {"cancelled"}
+
+
+@pytest.mark.timeout(120)
+def test_slow_uploads_hold_no_database_slot(stack: Stack) -> None:
+    """More uploads than the API's session slots (api/deps.py DB_SESSIONS), each stalled halfway
+    through its body: reads still answer while every upload waits, and then every upload lands.
+    (An upload read inside the session dependency would hold a slot for as long as it streams.)"""
+    import threading
+
+    from api.deps import DB_SESSIONS
+    from tests.integration.test_datasets import csv_bytes
+
+    uploads = DB_SESSIONS + 4
+    release = threading.Event()
+    halfway = threading.Semaphore(0)
+    results: list[int | str] = []
+
+    def body(name: str) -> Any:
+        boundary = "labtrain-test-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="target"\r\n\r\nlabel\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="name"\r\n\r\n{name}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.csv"\r\n\r\n'
+        ).encode() + csv_bytes()
+        yield head[: len(head) // 2]
+        halfway.release()
+        release.wait(60)  # the rest of the body comes only when the test says so
+        yield head[len(head) // 2 :] + f"\r\n--{boundary}--\r\n".encode()
+
+    def upload(i: int) -> None:
+        name = f"slow-{i}-{stack.port}"
+        headers = {"Content-Type": "multipart/form-data; boundary=labtrain-test-boundary"}
+        try:
+            with httpx.Client(base_url=stack.base_url, timeout=90) as client:
+                results.append(client.post("/datasets", content=body(name), headers=headers).status_code)
+        except httpx.HTTPError as exc:
+            results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(uploads)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(uploads):
+            assert halfway.acquire(timeout=30), "every upload has sent half of its body"
+        # Every upload is now stalled mid-body. A read needs a session slot: it must answer now.
+        with httpx.Client(base_url=stack.base_url, timeout=20) as client:
+            assert client.get("/datasets").status_code == 200
+            assert client.get("/experiments", params={"limit": 1}).status_code == 200
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert results == [201] * uploads
