@@ -167,11 +167,19 @@ def test_watch_resumes_after_a_dropped_connection_without_repeating_an_epoch(
     assert f"{experiment_id} cli-drop: cancelled after {done['epochs_done']} epochs" in stdout
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the command, as a terminal gives it: a test run started in
+    the background of a non-interactive shell (`make test &`) passes SIGINT on ignored, and
+    Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.timeout(90)
 def test_ctrl_c_stops_watching_and_leaves_the_run_going(stack: Stack) -> None:
     experiment_id = stack.submit(slow_spec("cli-ctrl-c", epochs=5000))["id"]
     process = subprocess.Popen([*LABTRAIN, "watch", experiment_id], cwd=ROOT, env=subprocess_env(stack), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
     reader = Reader(process)
     try:
         wait_for(lambda: epoch_numbers(reader.text()), 60, what="the first epoch on the watch")
