@@ -173,11 +173,64 @@ def record_progress(
     return rowcount(result) == 1
 
 
+def hold_many(session: Session, held: dict[str, int]) -> set[str]:
+    """`touch` for several runs (experiment id → attempt) in one statement: the ids whose
+    attempt still holds them, their rows locked until the caller commits."""
+    if not held:
+        return set()
+    stmt = (
+        update(Experiment)
+        .where(
+            Experiment.status == "running",
+            or_(*(and_(Experiment.id == i, Experiment.attempt == a) for i, a in held.items())),
+        )
+        .values(heartbeat_at=utcnow())
+        .returning(Experiment.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(session.scalars(stmt))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One run's progress for `record_progress_many`."""
+
+    experiment_id: str
+    epochs_done: int
+    latest: dict[str, Any] | None
+    best: dict[str, Any] | None
+
+
+def record_progress_many(session: Session, progress: list[Progress]) -> None:
+    """`record_progress` of several runs in one executemany, for runs the caller fenced with
+    `hold_many` in this transaction (this statement checks no attempt)."""
+    if progress:
+        rows = [
+            {"id": p.experiment_id, "epochs_done": p.epochs_done, "latest_metrics": p.latest, "best_metrics": p.best}
+            for p in progress
+        ]
+        session.execute(update(Experiment), rows)  # ORM bulk UPDATE by primary key
+
+
 def touch(session: Session, experiment_id: str, attempt: int) -> bool:
     """Refresh the heartbeat; True when `attempt` still holds the experiment (the row stays
     locked until the caller commits, so a write made in the same transaction is fenced)."""
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(heartbeat_at=utcnow()))
     return rowcount(result) == 1
+
+
+def poll_control_many(session: Session, held: dict[str, int]) -> dict[str, tuple[bool, bool]]:
+    """`poll_control` of several runs (experiment id → attempt) in one statement; an unknown id
+    reads as (True, False)."""
+    found: dict[str, tuple[bool, bool]] = dict.fromkeys(held, (True, False))
+    if not held:
+        return found
+    stmt = select(Experiment.id, Experiment.cancel_requested, Experiment.attempt, Experiment.status).where(
+        Experiment.id.in_(list(held))
+    )
+    for experiment_id, cancel, current_attempt, status in session.execute(stmt):
+        found[experiment_id] = bool(cancel), current_attempt == held[experiment_id] and status == "running"
+    return found
 
 
 def poll_control(session: Session, experiment_id: str, attempt: int) -> tuple[bool, bool]:

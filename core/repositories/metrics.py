@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from core.repositories import rowcount
@@ -40,6 +40,14 @@ def add_epoch(
         )
     )
     session.flush()
+
+
+def add_epochs(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Many epochs' rows (of one or several experiments) in one INSERT; each row has the keys of
+    `add_epoch` plus `experiment_id`."""
+    if rows:
+        now = utcnow()
+        session.execute(insert(EpochMetric), [{"created_at": now, **row} for row in rows])
 
 
 def delete_after(session: Session, experiment_id: str, epoch: int) -> int:

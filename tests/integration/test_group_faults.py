@@ -1,5 +1,6 @@
 """Group training under faults: a group whose training process is killed resumes every member
-from its checkpoint, and cancelling one grouped member stops only that member."""
+from its checkpoint, and cancelling one grouped member stops only that member; a grouped member's
+live event stream (its epochs are written in batches) still has every epoch once, in order."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from core.db import get_engine, session_factory
 from core.tables import EpochMetric
 from tests.conftest import Stack, wait_for
+from tests.integration.test_events import assert_ids_never_decrease, stream
 from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
 
 pytestmark = pytest.mark.integration
@@ -76,7 +78,7 @@ def test_killed_group_resumes_every_member_from_its_checkpoint(stack: Stack) -> 
 
 @pytest.mark.timeout(180)
 def test_cancelling_one_grouped_member_stops_only_that_member(stack: Stack) -> None:
-    epochs = 400
+    epochs = 3000  # several seconds: time to see every member running, then cancel one
     sweep_id, ids = group_of_four(stack, "cancel-one", epochs)
     wait_for(lambda: all_past(stack, ids, 20), 90, interval=0.1, what="20 epochs of every member")
     response = stack.client.post(f"/experiments/{ids[1]}/cancel")
@@ -96,3 +98,22 @@ def test_cancelling_one_grouped_member_stops_only_that_member(stack: Stack) -> N
         predicted = stack.client.post(f"/experiments/{exp_id}/predictions", json={"inputs": [[0.1, 0.2]]})
         assert predicted.status_code == 200, predicted.text
     assert len(group_lines(stack, ids[0])) == 1  # one group, never restarted
+
+
+@pytest.mark.timeout(120)
+def test_a_grouped_member_streams_every_epoch_once_in_order_then_its_terminal_status(stack: Stack) -> None:
+    epochs = 600  # a few seconds: the worker writes the group's epochs in several batches meanwhile
+    sweep_id, ids = group_of_four(stack, "group-events", epochs)
+    events = stream(stack.client, f"/experiments/{ids[2]}/events")
+
+    epoch_events = [e for e in events if e.event == "epoch"]
+    assert [e.id for e in epoch_events] == list(range(1, epochs + 1))
+    assert [e.data for e in epoch_events] == stack.epochs(ids[2])  # the /metrics rows, exactly
+    assert events[-1].event == "status"
+    assert events[-1].data == {"status": "succeeded", "epochs_done": epochs, "epochs": epochs, "error": None}
+    statuses = [e for e in events if e.event == "status"]
+    assert statuses[0].data["status"] in {"queued", "running"}  # connected before it ended: live
+    for status in statuses:  # a status's id is the epochs done when it was sent
+        assert status.id == status.data["epochs_done"] == len([e for e in epoch_events if e.id <= status.id])
+    assert_ids_never_decrease(events)
+    assert wait_sweep(stack, sweep_id, timeout=60)["counts"] == {"succeeded": 4}
