@@ -18,7 +18,14 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import RetryError, Retrying, retry_if_exception, stop_before_delay, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
 
 from core.settings import Settings, get_settings
 
@@ -123,6 +130,13 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.close()
 
 
+def reset_connections(settings: Settings | None = None) -> None:
+    """Close this process's pooled connections; the next session opens a fresh one. For after a
+    lost connection, or an exception raised inside the driver (a time limit's signal) that may
+    have left a connection mid-query (psycopg: "another command is already in progress")."""
+    get_engine((settings or get_settings()).resolved_database_url).dispose()
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database stayed unreachable for longer than LABTRAIN_DB_RETRY_SECONDS."""
 
@@ -150,15 +164,20 @@ def in_session(work: Callable[[Session], T], settings: Settings | None = None) -
     `work` may run more than once, and a commit whose answer was lost may have happened: it
     must be idempotent (re-read the row, write conditionally)."""
     settings = settings or get_settings()
+
+    def before_sleep(state: RetryCallState) -> None:
+        log.warning(
+            "database unreachable (try %d), retrying: %s",
+            state.attempt_number,
+            str(state.outcome.exception() if state.outcome else "").splitlines()[0],
+        )
+        reset_connections(settings)  # a pooled connection may be dead: it would fail every try
+
     retrying = Retrying(
         retry=retry_if_exception(is_connection_error),
         stop=stop_before_delay(settings.db_retry_seconds),  # no try starts after the budget
         wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
-        before_sleep=lambda state: log.warning(
-            "database unreachable (try %d), retrying: %s",
-            state.attempt_number,
-            str(state.outcome.exception() if state.outcome else "").splitlines()[0],
-        ),
+        before_sleep=before_sleep,
     )
     try:
         for attempt in retrying:

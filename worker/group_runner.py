@@ -14,8 +14,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
-
 from core.artifact_store import ArtifactStore
 from core.db import in_session
 from core.repositories import experiments as experiments_repo
@@ -32,6 +30,8 @@ from worker.runner import (
     choose_threads,
     epoch_metrics,
     is_better,
+    over_time_limit,
+    time_limit_error,
 )
 
 log = logging.getLogger("labtrain.worker")
@@ -251,10 +251,9 @@ def _train(members: list[Member]) -> dict[str, str]:
             resume_from=resume or None,
             threads=choose_threads(members[0].spec, members[0].param_count * len(members), settings),
         )
-    except SoftTimeLimitExceeded:
-        error = f"the run took longer than the limit of {settings.max_run_seconds} s (LABTRAIN_MAX_RUN_SECONDS)"
-        return _fail_unfinished(run, error)
     except Exception as exc:
+        if over_time_limit(exc):
+            return _fail_unfinished(run, time_limit_error(settings))
         log.exception("group %s failed", ids)
         return _fail_unfinished(run, f"{type(exc).__name__}: {exc}")
     return {m.experiment_id: ("lost" if m.lost else "done") for m in members}

@@ -18,7 +18,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from core.artifact_store import ArtifactStore, ArtifactUnavailable
-from core.db import in_session
+from core.db import in_session, reset_connections
 from core.repositories import artifacts
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
@@ -77,6 +77,23 @@ def choose_threads(spec: dict[str, Any], param_count: int, settings: Settings) -
     if param_count < (SMALL_CONV_PARAMS if _has_conv(spec) else SMALL_MODEL_PARAMS):
         return 1
     return max(1, (os.cpu_count() or 1) // settings.worker_concurrency)
+
+
+def over_time_limit(exc: BaseException) -> bool:
+    """True when the run's time limit caused `exc`: Celery's soft limit is a signal raised wherever
+    the run is, and code cleaning up after it (SQLAlchemy's pool inside a connection check) may
+    raise its own exception on top. The connections are reset: one may be left mid-query."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, SoftTimeLimitExceeded):
+            reset_connections()
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def time_limit_error(settings: Settings) -> str:
+    return f"the run took longer than the limit of {settings.max_run_seconds} s (LABTRAIN_MAX_RUN_SECONDS)"
 
 
 def write_epoch(
@@ -226,14 +243,9 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
             resume_from=resume_from,
             threads=choose_threads(spec_payload, param_count, settings),
         )
-    except SoftTimeLimitExceeded:
-        return _finish(
-            experiment_id,
-            attempt,
-            status="failed",
-            error=f"the run took longer than the limit of {settings.max_run_seconds} s (LABTRAIN_MAX_RUN_SECONDS)",
-        )
     except Exception as exc:
+        if over_time_limit(exc):
+            return _finish(experiment_id, attempt, status="failed", error=time_limit_error(settings))
         log.exception("experiment %s failed", experiment_id)
         return _finish(experiment_id, attempt, status="failed", error=f"{type(exc).__name__}: {exc}")
 
