@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
@@ -155,6 +156,28 @@ def is_connection_error(exc: BaseException) -> bool:
     return sqlstate is None or sqlstate.startswith(CONNECTION_SQLSTATES)  # None: no answer from a server
 
 
+# Raised into the driver by a signal handler, wherever the process is: a run's time limit (Celery's
+# soft limit, from billiard), Ctrl-C, exit.
+INTERRUPTIONS = (SoftTimeLimitExceeded, KeyboardInterrupt, SystemExit)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True when `exc` was raised while an interruption was being handled (SQLAlchemy cleaning up
+    a connection the signal left mid-query: psycopg's "another command is already in progress"):
+    the connection error is the interruption's consequence, not an outage, and retrying would
+    only delay it, and wait on locks the interrupted connection may still hold."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, INTERRUPTIONS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    return is_connection_error(exc) and not interrupted(exc)
+
+
 def in_session(work: Callable[[Session], T], settings: Settings | None = None) -> T:
     """Run `work(session)` as one unit of work (`session_scope`), again from the start with
     exponential backoff while the database connection is lost or refused; no try starts later
@@ -174,7 +197,7 @@ def in_session(work: Callable[[Session], T], settings: Settings | None = None) -
         reset_connections(settings)  # a pooled connection may be dead: it would fail every try
 
     retrying = Retrying(
-        retry=retry_if_exception(is_connection_error),
+        retry=retry_if_exception(_worth_retrying),
         stop=stop_before_delay(settings.db_retry_seconds),  # no try starts after the budget
         wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
         before_sleep=before_sleep,

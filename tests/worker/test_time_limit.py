@@ -32,3 +32,20 @@ def test_other_errors_are_not_the_time_limit() -> None:
     wrapped.__cause__ = KeyError("x")
     assert not over_time_limit(wrapped)
     assert not over_time_limit(ValueError("alone"))
+
+
+def test_a_connection_error_raised_while_handling_the_time_limit_is_not_retried() -> None:
+    """SQLAlchemy cleaning up after the signal gets psycopg's "another command is already in
+    progress": a connection error by its class, but retrying it would only delay the limit."""
+    from sqlalchemy.exc import OperationalError
+
+    from core.db import DatabaseUnavailable, interrupted
+
+    after_limit = OperationalError("ROLLBACK", {}, RuntimeError("another command is already in progress"))
+    after_limit.__context__ = SoftTimeLimitExceeded()
+    assert interrupted(after_limit)
+
+    # Writing a run's failure after an outage: the outage is the context, not an interruption.
+    after_outage = OperationalError("UPDATE", {}, RuntimeError("connection refused"))
+    after_outage.__context__ = DatabaseUnavailable("the database was unreachable")
+    assert not interrupted(after_outage)
