@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.db import get_engine, session_factory
-from core.tables import EpochMetric
+from core.tables import Artifact, EpochMetric
 from tests.conftest import Stack, wait_for
 from tests.integration.test_events import assert_ids_never_decrease, stream
 from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
@@ -41,6 +41,16 @@ def group_lines(stack: Stack, experiment_id: str) -> list[str]:
     return [line for line in stack.all_worker_logs().splitlines() if "group of" in line and experiment_id in line]
 
 
+def checkpointed(stack: Stack, ids: list[str]) -> bool:
+    """Every member has a stored checkpoint (the group writes them member by member)."""
+    factory = session_factory(get_engine(stack.database_url))
+    with factory() as session:
+        found = session.scalars(
+            select(Artifact.experiment_id).where(Artifact.experiment_id.in_(ids), Artifact.kind == "checkpoint")
+        )
+        return set(found) == set(ids)
+
+
 def first_epoch_written(stack: Stack, experiment_id: str) -> float:
     factory = session_factory(get_engine(stack.database_url))
     with factory() as session:
@@ -54,9 +64,14 @@ def first_epoch_written(stack: Stack, experiment_id: str) -> float:
 
 @pytest.mark.timeout(240)
 def test_killed_group_resumes_every_member_from_its_checkpoint(stack: Stack) -> None:
-    epochs = 900
+    epochs = 6000  # a few seconds for the group: the kill lands mid-run
     sweep_id, ids = group_of_four(stack, "killed-group", epochs)
-    running = wait_for(lambda: all_past(stack, ids, 150), 90, interval=0.1, what="150 epochs of every member")
+    running = wait_for(
+        lambda: checkpointed(stack, ids) and all_past(stack, ids, 150),
+        90,
+        interval=0.05,
+        what="150 epochs and a checkpoint of every member",
+    )
     assert len({m["worker"] for m in running}) == 1  # one task trains the four
     assert len(group_lines(stack, ids[0])) == 1
     children = psutil.Process(stack.workers[running[0]["worker"]].pid).children()
