@@ -263,6 +263,29 @@ class Stack:
             _stop(process)
 
 
+@contextmanager
+def api_process(stack: Stack, env: dict[str, str], log: Path, headers: dict[str, str]) -> Iterator[httpx.Client]:
+    """Another API process on the stack's database and Redis, with `env` added (keys, limits...),
+    logging to `log`; its client sends `headers`. Stopped at the end."""
+    port = _free_port()
+    process = _start(_api_argv(port), stack.env | env, log)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers)
+
+    def up() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, 30, interval=0.1, what="the API process")
+        yield client
+    finally:
+        client.close()
+        _stop(process)
+
+
 def _api_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip

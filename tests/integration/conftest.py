@@ -3,7 +3,6 @@ task kind, and a second API process with a small cache, a row limit, an artifact
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, _free_port, _start, _stop, wait_for
+from tests.conftest import Stack, api_process
 from tests.integration.serving import ALICE_KEY, DEFAULT_KEY, MAX_ROWS, SMALL_CACHE, SPECS, sample_rows
 
 
@@ -39,32 +38,12 @@ def small_api(stack: Stack, artifact_dir: Path, tmp_path_factory: pytest.TempPat
     """A second API process on the same database and Redis: a 2-model cache, at most 50 rows per
     request, the artifact directory, and API keys: "default" (who owns the stack's experiments) and
     "alice". The client sends default's key."""
-    port = _free_port()
-    env = stack.env | {
+    env = {
         "LABTRAIN_MODEL_CACHE_SIZE": str(SMALL_CACHE),
         "LABTRAIN_MAX_PREDICTION_ROWS": str(MAX_ROWS),
         "LABTRAIN_ARTIFACT_DIR": str(artifact_dir),
         "LABTRAIN_API_KEYS": f"default:{DEFAULT_KEY},alice:{ALICE_KEY}",
     }
     log = tmp_path_factory.mktemp("small-api") / "api.log"
-    process = _start(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
-         "--log-level", "warning"],
-        env,
-        log,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers={"X-API-Key": DEFAULT_KEY})
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, interval=0.1, what="the second API")
+    with api_process(stack, env, log, {"X-API-Key": DEFAULT_KEY}) as client:
         yield client
-    finally:
-        client.close()
-        _stop(process)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import Stack, _free_port, _start, _stop, wait_for
+from tests.conftest import Stack, api_process
 from tests.integration.test_experiments import parked_spec
 
 pytestmark = pytest.mark.integration
@@ -17,39 +16,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def keyed_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A second API process on the same database and Redis, with two owners' keys."""
-    port = _free_port()
-    env = stack.env | {"LABTRAIN_API_KEYS": "alice:key-a,bob:key-b"}
     log = tmp_path_factory.mktemp("keyed") / "api.log"
-    process = _start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "api.app:create_app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env,
-        log,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, interval=0.1, what="the keyed API")
+    with api_process(stack, {"LABTRAIN_API_KEYS": "alice:key-a,bob:key-b"}, log, {}) as client:
         yield client
-    finally:
-        client.close()
-        _stop(process)
 
 
 @pytest.mark.timeout(60)

@@ -16,8 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Stack, wait_for
-from tests.integration.test_limits import api_process
+from tests.conftest import Stack, api_process, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TERMINAL, Stack, _api_argv, _free_port, _start, _stop, wait_for
+from tests.conftest import TERMINAL, Stack, api_process, wait_for
 from tests.integration.test_datasets import csv_bytes
 from tests.integration.test_experiments import tiny_spec
 from tests.integration.test_sweeps import base_spec
@@ -49,24 +49,9 @@ CALLS: dict[tuple[str, str], dict[str, Any]] = {
 @pytest.fixture
 def keyed(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A second API process on the stack's database and Redis, with alice's and bob's keys."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("isolation") / "api.log"
-    process = _start(_api_argv(port), stack.env | {"LABTRAIN_API_KEYS": "alice:key-a,bob:key-b"}, log)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, interval=0.1, what="the keyed API")
+    with api_process(stack, {"LABTRAIN_API_KEYS": "alice:key-a,bob:key-b"}, log, {}) as client:
         yield client
-    finally:
-        client.close()
-        _stop(process)
 
 
 def _alices_resources(client: httpx.Client) -> dict[str, str]:

@@ -7,16 +7,14 @@ from __future__ import annotations
 import secrets
 import select
 import socket
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Stack, _free_port, _start, _stop, wait_for
+from tests.conftest import Stack, api_process
 from tests.integration.test_experiments import tiny_spec
 
 pytestmark = pytest.mark.integration
@@ -27,33 +25,6 @@ LIMITS = {
     "LABTRAIN_MAX_UPLOAD_BYTES": "4096",
     "LABTRAIN_MAX_QUEUED_PER_OWNER": "3",
 }
-
-
-@contextmanager
-def api_process(stack: Stack, env: dict[str, str], log: Path, headers: dict[str, str]) -> Iterator[httpx.Client]:
-    """Another API process on the stack's database and Redis, with `env` added; its client sends `headers`."""
-    port = _free_port()
-    process = _start(
-        [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--port", str(port),
-         "--log-level", "warning"],
-        stack.env | env,
-        log,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers)
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_for(up, 30, interval=0.1, what="the API process")
-        yield client
-    finally:
-        client.close()
-        _stop(process)
 
 
 @pytest.fixture
