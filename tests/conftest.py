@@ -81,6 +81,14 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url(redis_base_url: str) -> Iterator[str]:
     """A Redis database number reserved for this test session, emptied at the end."""
+    with reserved_redis_db(redis_base_url) as url:
+        yield url
+
+
+@contextmanager
+def reserved_redis_db(redis_base_url: str) -> Iterator[str]:
+    """A Redis database number (1-15) no other test session or stack uses (SET NX of a lock
+    key), emptied before and after: one stack's queues are never served by another's workers."""
     token = secrets.token_hex(8)
     for db in random.sample(range(1, 16), 15):
         client = redis.Redis.from_url(f"{redis_base_url}/{db}")

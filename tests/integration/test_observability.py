@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import socket
 import subprocess
@@ -19,16 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
-    REDIS_LOCK_KEY,
     ROOT,
     Stack,
     _free_port,
     _start,
     fresh_database,
+    reserved_redis_db,
 )
 from tests.integration.test_experiments import parked_spec, tiny_spec
 
@@ -37,27 +35,6 @@ pytestmark = pytest.mark.integration
 KEY = "ops-" + secrets.token_hex(12)
 MAX_BODY = 64 * 1024
 EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "diverged")
-
-
-@contextmanager
-def reserved_redis_db(redis_base_url: str) -> Iterator[str]:
-    """Another Redis database number (1-15, SET NX as tests/conftest.py does): this stack's
-    queues must not be served by the session stack's workers."""
-    token = secrets.token_hex(8)
-    for db in random.sample(range(1, 16), 15):
-        client = redis.Redis.from_url(f"{redis_base_url}/{db}")
-        if client.set(REDIS_LOCK_KEY, token, nx=True, ex=3600):
-            break
-        client.close()
-    else:
-        pytest.fail("every Redis database 1-15 is reserved by another test session")
-    try:
-        client.flushdb()
-        client.set(REDIS_LOCK_KEY, token, ex=3600)
-        yield f"{redis_base_url}/{db}"
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def _start_worker(s: Stack, data_dir: Path) -> tuple[str, Path, Path]:
