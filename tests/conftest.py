@@ -294,6 +294,26 @@ def api_process(stack: Stack, env: dict[str, str], log: Path, headers: dict[str,
         _stop(process)
 
 
+def store_unsent(database_url: str, spec: dict[str, Any]) -> str:
+    """An experiment committed `queued` for the cpu queue and never sent: what an API killed
+    between its commit and its send leaves behind. Returns its id."""
+    from core.db import get_engine, session_factory
+    from core.repositories import experiments as experiments_repo
+    from ml.spec import validate_spec
+
+    checked = validate_spec(spec)
+    with session_factory(get_engine(database_url)).begin() as session:
+        return experiments_repo.create(
+            session,
+            owner="default",
+            name=checked.spec.name,
+            spec=checked.spec.model_dump(mode="json"),
+            task=checked.task,
+            param_count=checked.param_count,
+            queue="cpu",
+        ).id
+
+
 def _api_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip

@@ -24,11 +24,9 @@ import redis
 from sqlalchemy import func, select, text
 
 from core.db import DatabaseUnavailable, get_engine, in_session, session_factory, upgrade_database
-from core.repositories import experiments as experiments_repo
 from core.settings import Settings
 from core.tables import EpochMetric
-from ml.spec import validate_spec
-from tests.conftest import Stack, _free_port, fresh_database, start_stack, wait_for
+from tests.conftest import Stack, _free_port, fresh_database, start_stack, store_unsent, wait_for
 from tests.integration.test_experiments import tiny_spec
 from tests.integration.test_sweeps import base_spec, post_sweep
 
@@ -294,18 +292,7 @@ def test_api_killed_mid_load_loses_no_accepted_experiment(
             t.join(timeout=30)
 
         # What an API killed between its commit and its send leaves behind: a queued row with no message.
-        with session_factory(get_engine(stack.database_url))() as session:
-            checked = validate_spec(tiny_spec("committed, never sent", epochs=5))
-            orphan = experiments_repo.create(
-                session,
-                owner="default",
-                name=checked.spec.name,
-                spec=checked.spec.model_dump(mode="json"),
-                task=checked.task,
-                param_count=checked.param_count,
-                queue="cpu",
-            ).id
-            session.commit()
+        orphan = store_unsent(stack.database_url, tiny_spec("committed, never sent", epochs=5))
 
         stack.start_api()
         stack.wait_ready(1)

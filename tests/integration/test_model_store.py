@@ -18,10 +18,8 @@ from safetensors.torch import load as load_tensors
 from sqlalchemy import select
 
 from core.db import get_engine, session_factory
-from core.repositories import experiments as experiments_repo
 from core.tables import Artifact
-from ml.spec import validate_spec
-from tests.conftest import Stack, wait_for
+from tests.conftest import Stack, store_unsent, wait_for
 from tests.integration.serving import (
     assert_same,
     expected_predictions,
@@ -136,17 +134,7 @@ def test_large_models_are_files_in_the_artifact_directory(
     from worker.runner import run_experiment
 
     spec = tiny_spec("serve-file", epochs=8)
-    checked = validate_spec(spec)
-    with session_factory(get_engine(stack.database_url)).begin() as session:  # stored, never enqueued
-        exp_id = experiments_repo.create(
-            session,
-            owner="default",
-            name=checked.spec.name,
-            spec=checked.spec.model_dump(mode="json"),
-            task=checked.task,
-            param_count=checked.param_count,
-            queue="cpu",
-        ).id
+    exp_id = store_unsent(stack.database_url, spec)  # stored, never enqueued
     with monkeypatch.context() as env:
         for name, value in stack.env.items():
             if name.startswith("LABTRAIN_"):

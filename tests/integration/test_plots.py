@@ -10,44 +10,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import Stack, wait_for
+from tests.integration.serving import SPECS as SERVED
 from tests.integration.test_experiments import parked_spec, tiny_spec
 from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
 from tests.ml.test_plots import assert_picture
 
 pytestmark = pytest.mark.integration
 
+# The serving tests' models (one per kind of plot), shorter: a plot needs a model, not a good one.
 SPECS: dict[str, dict[str, Any]] = {
-    "binary": tiny_spec("plot-binary", epochs=15, dataset={"name": "spirals", "params": {"n_samples": 400}}),
-    "digits": {
-        "name": "plot-digits",
-        "dataset": {"name": "digits", "params": {"n_samples": 300}},
-        "model": {"type": "cnn", "conv_layers": 1, "filters": 4, "kernel_size": 5, "hidden_layers": 1, "neurons": 16},
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "epochs": 2,
-    },
-    "two_targets": {
-        "name": "plot-two-targets",
-        "dataset": {"name": "colored_digits", "params": {"n_samples": 300, "n_colors": 3}},
-        "model": {
-            "type": "cnn",
-            "conv_layers": 1,
-            "filters": 2,
-            "kernel_size": 5,
-            "hidden_layers": 0,
-            "heads": {"color": {"filters": 1, "kernel_size": 16}},
-        },
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "epochs": 2,
-    },
-    "gaussian": {
-        "name": "plot-gaussian",
-        "dataset": {"name": "house_prices"},
-        "loss": "gaussian_nll",
-        "model": {"hidden_layers": 2, "neurons": 8, "sigma": {"hidden_layers": 1, "neurons": 4}},
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "batch_size": 256,
-        "epochs": 8,
-    },
+    "binary": SERVED["binary"] | {"name": "plot-binary"},
+    "digits": SERVED["multiclass"] | {"name": "plot-digits", "epochs": 2},
+    "two_targets": SERVED["two_targets"] | {"name": "plot-two-targets", "epochs": 2},
+    "gaussian": SERVED["gaussian"] | {"name": "plot-gaussian", "batch_size": 256, "epochs": 8},
 }
 
 
