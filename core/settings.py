@@ -35,6 +35,27 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1, description="the file of one dataset upload")
     max_queued_per_owner: int = Field(1000, ge=1, description="experiments one owner may have queued at once")
+    max_upload_columns: int = Field(10_000, ge=2, description="columns of one CSV upload (checked from the header)")
+    max_upload_cells: int = Field(
+        50_000_000, ge=1, description="rows × columns of one CSV upload (checked before the body is parsed)"
+    )
+    max_upload_inflated_bytes: int = Field(
+        1 << 30, ge=1 << 20, description="the arrays of one NPZ upload once decompressed (read from their headers)"
+    )
+    upload_parse_concurrency: int = Field(
+        2, ge=1, description="uploads parsed at once by one API process (outside the database-session slots)"
+    )
+    max_prediction_memory_bytes: int = Field(
+        256 * 1024 * 1024, ge=1 << 20, description="activations of one prediction request (computed in chunks)"
+    )
+    max_run_memory_bytes: int = Field(
+        8 << 30,
+        ge=1 << 20,
+        description="estimated training memory of one run: parameters, optimizer state, activations, data",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="a run whose worker process dies this many times ends failed instead of redelivered"
+    )
 
     # Worker behaviour.
     checkpoint_seconds: float = Field(30.0, ge=0.0, description="checkpoint at most this often")
