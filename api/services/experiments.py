@@ -34,6 +34,7 @@ from core.repositories import metrics as metrics_repo
 from core.repositories import quotas
 from core.settings import Settings
 from core.tables import TERMINAL_STATUSES, Experiment
+from ml.cells import csv_cell
 from ml.datasets import split_sizes
 from ml.spec import CheckedSpec, ExperimentSpec, SpecInvalid, validate_spec
 
@@ -246,7 +247,7 @@ def metrics_csv(rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)  # never a formula
     return out.getvalue()
 
 

@@ -41,6 +41,7 @@ from core.repositories import experiments as experiments_repo
 from core.repositories import sweeps as repo
 from core.settings import Settings
 from core.tables import Experiment, Sweep
+from ml.cells import csv_cell, markdown_cell
 from ml.grouping import plan_groups
 from ml.sweeps import MAX_REPORTED_ERRORS, CheckedMember, SweepInvalid, SweepRequest, check_sweep
 
@@ -361,14 +362,10 @@ def table_csv(table: Table) -> str:
     """Every column with its raw value (empty for none), a header row first."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(table.columns)
+    writer.writerow([csv_cell(c) for c in table.columns])
     for row in table.rows:
-        writer.writerow(
-            [
-                "" if row[c] is None else str(row[c]).lower() if isinstance(row[c], bool) else row[c]
-                for c in table.columns
-            ]
-        )
+        # csv_cell: a row name like `=1+1` is text to a spreadsheet, never a formula.
+        writer.writerow([csv_cell(row[c]) for c in table.columns])
     return out.getvalue()
 
 
@@ -402,7 +399,7 @@ def table_markdown(table: Table) -> str:
             elif c == "lr" and isinstance(value, float):
                 line.append(f"{value:g}")
             else:
-                line.append("-" if value is None else str(value))
+                line.append("-" if value is None else markdown_cell(value))
         cells.append(line)
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     right = [c not in TEXT_COLUMNS for c in columns]
