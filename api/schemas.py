@@ -46,13 +46,16 @@ class ExperimentRead(BaseModel):
     worker: str | None = Field(description="the worker that holds or held it")
     attempt: int = Field(description="how many times a worker claimed it (more than 1: resumed)")
     cancel_requested: bool
+    queue_position: int | None = Field(
+        None, description="while queued: how many experiments are queued ahead of it on its queue"
+    )
     train_seconds: float | None = Field(description="training time measured inside the worker")
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
 
     @classmethod
-    def from_row(cls, row: Experiment) -> ExperimentRead:
+    def from_row(cls, row: Experiment, *, queue_position: int | None = None) -> ExperimentRead:
         return cls(
             id=row.id,
             name=row.name,
@@ -71,6 +74,7 @@ class ExperimentRead(BaseModel):
             attempt=row.attempt,
             cancel_requested=row.cancel_requested,
             train_seconds=row.train_seconds,
+            queue_position=queue_position if row.status == "queued" else None,
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,

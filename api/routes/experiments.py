@@ -53,7 +53,7 @@ def create_experiment(
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/experiments/{experiment.id}"
-    return ExperimentRead.from_row(experiment)
+    return ExperimentRead.from_row(experiment, queue_position=service.queue_position(uow.session, experiment))
 
 
 @router.get("", responses={400: {"description": "the cursor is not one this API returned"}})
@@ -75,7 +75,8 @@ def list_experiments(
 @router.get("/{experiment_id}", responses=ERRORS)
 def read_experiment(uow: UowDep, owner: OwnerDep, experiment_id: ExperimentId) -> ExperimentRead:
     """Read an experiment: its spec, status, progress, metrics and timings."""
-    return ExperimentRead.from_row(service.get_experiment(uow.session, owner, experiment_id))
+    experiment = service.get_experiment(uow.session, owner, experiment_id)
+    return ExperimentRead.from_row(experiment, queue_position=service.queue_position(uow.session, experiment))
 
 
 @router.get(

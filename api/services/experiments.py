@@ -201,6 +201,11 @@ def get_experiment(session: Session, owner: str, experiment_id: str) -> Experime
     return experiment
 
 
+def queue_position(session: Session, experiment: Experiment) -> int | None:
+    """Experiments queued ahead of this one on its queue; None once a worker has claimed it."""
+    return quotas.queue_position(session, experiment) if experiment.status == "queued" else None
+
+
 def encode_cursor(row: Experiment) -> str:
     raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
