@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.body_limit import install_body_limit
 from api.deps import DB_SESSIONS
+from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.json_guard import install_json_guard
 from api.model_cache import ModelCache
 from api.observability import install_metrics
 from api.openapi import document_error_envelope
+from api.request_rules import install_request_rules, reject_unknown_query
 from api.routes import datasets, events, experiments, health, observability, plots, predictions, sweeps
 from core.artifact_store import ArtifactStore
 from core.broker import build_celery
@@ -41,7 +44,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine.dispose()
         celery.close()
 
-    app = FastAPI(title="labtrain", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="labtrain",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # api/docs.py serves them offline, behind the key rule
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(reject_unknown_query)],  # every route: unknown query parameters are a 422
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = session_factory(engine)
@@ -58,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(health.router)
     app.include_router(observability.router)
+    install_docs(app)
+    install_json_guard(app)  # inside the body limit, which counts what it reads
+    install_request_rules(app)  # HEAD as GET, no NUL in the path or the query
     install_body_limit(app, settings)
     install_metrics(app)  # added last: the outermost middleware, so it times the 413s too
     document_error_envelope(app)

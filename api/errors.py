@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import reprlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,7 +77,7 @@ class InvalidInputs(DomainError):
     status_code = 422
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__(_validation_detail(errors), errors=errors)
+        super().__init__(validation_detail(errors), errors=errors)
 
     @property
     def error(self) -> str:
@@ -137,13 +140,68 @@ class TooManyQueued(DomainError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+# An error names what it refuses with at most an excerpt of it: a 10 MB name is not sent back.
+EXCERPT_CHARS = 200  # of an echoed value (`input`, an item of `loc`)
+MSG_CHARS = 400  # of one message: its own words and an excerpt of the value it quotes
+DETAIL_CHARS = 2000  # of `detail`, which joins up to five messages
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """`text`, or its first `limit` characters and how many there were."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def _input_excerpt(value: Any) -> Any:
+    """A JSON-safe value for an error's `input`: the value itself when short and finite, else
+    an excerpt of its JSON (or repr) text. Bounded in time and depth whatever the value."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= 64 else f"an integer of {value.bit_length():,} bits"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return excerpt(value)
+    if isinstance(value, bytes):
+        return excerpt(value[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))
+    try:
+        text = json.dumps(value, allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return excerpt(_REPR.repr(value))
+    return value if len(text) <= EXCERPT_CHARS else excerpt(text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, EXCERPT_CHARS, EXCERPT_CHARS
+
+
+def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `errors` list safe to send: `loc` items, `msg` and `input` cut to excerpts."""
+    out = []
+    for e in errors[:100]:
+        item: dict[str, Any] = {
+            "loc": [p if isinstance(p, int) and not isinstance(p, bool) else excerpt(str(p)) for p in e.get("loc", ())],
+            "msg": excerpt(str(e.get("msg", "")), MSG_CHARS),
+            "type": str(e.get("type", "value_error")),
+        }
+        if "input" in e:
+            item["input"] = _input_excerpt(e["input"])
+        out.append(item)
+    return out
+
+
 def error_response(status: int, error: str, detail: str, /, **extra: Any) -> JSONResponse:
-    """The one error envelope (positional parameters: an extra field may be called `status`)."""
-    return JSONResponse({"error": error, "detail": detail, **jsonable_encoder(extra)}, status_code=status)
+    """The one error envelope (positional parameters: an extra field may be called `status`).
+    Every part that may quote the request is cut to an excerpt."""
+    if isinstance(extra.get("errors"), list):
+        extra["errors"] = bounded_errors(extra["errors"])
+    body = {"error": error, "detail": excerpt(detail, DETAIL_CHARS), **jsonable_encoder(extra)}
+    return JSONResponse(body, status_code=status)
 
 
-def _validation_detail(errors: list[dict[str, Any]]) -> str:
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """One line: the first five problems as `loc: msg`, each cut to an excerpt."""
+    parts = [f"{excerpt('.'.join(str(p) for p in e['loc']))}: {excerpt(str(e['msg']), MSG_CHARS)}" for e in errors[:5]]
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
@@ -159,14 +217,14 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
 
 async def _request_validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type", "input")} for e in exc.errors()]
-    return error_response(422, "ValidationError", _validation_detail(errors), errors=errors)
+    errors = bounded_errors(list(exc.errors()))
+    return error_response(422, "ValidationError", validation_detail(errors), errors=errors)
 
 
 async def _spec_invalid(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecInvalid)
-    errors = [{**e, "loc": ["body", *e["loc"]]} for e in exc.errors]
-    return error_response(422, "ValidationError", _validation_detail(errors), errors=errors)
+    errors = bounded_errors([{**e, "loc": ["body", *e["loc"]]} for e in exc.errors])
+    return error_response(422, "ValidationError", validation_detail(errors), errors=errors)
 
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
