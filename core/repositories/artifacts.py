@@ -1,19 +1,22 @@
 """SQL for artifacts: one model and one checkpoint per experiment, replaced on rewrite.
 
 A row holds its blob in `data`, or names a file (`location`, relative to LABTRAIN_ARTIFACT_DIR)
-that core.artifact_store wrote; `sha256` is the blob's digest either way. The files themselves
-are core.artifact_store's business: these functions only say which locations a write replaced.
+that core.artifact_store wrote, or has neither: then its blob is the row's `artifact_chunks`,
+in `seq` order (deleted with the row by the foreign key's cascade). `sha256` is the blob's
+digest in every case. The files themselves are core.artifact_store's business: these functions
+only say which locations a write replaced.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import and_, bindparam, delete, select
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session, undefer
 
-from core.tables import Artifact, Experiment, utcnow
+from core.tables import Artifact, ArtifactChunk, Experiment, utcnow
 
 
 class ModelRef(NamedTuple):
@@ -65,6 +68,53 @@ def put(
     )
     session.flush()
     return replaced
+
+
+def put_chunked(session: Session, experiment_id: str, kind: str, *, epoch: int | None = None) -> tuple[int, list[str]]:
+    """Start storing the experiment's `kind` artifact in chunks, replacing the previous one:
+    (the new row's id, the file locations the replaced rows named). The caller adds the chunks
+    (`add_chunk`) and then `seal`s the row with the blob's size and digest, in one transaction."""
+    replaced = remove(session, experiment_id, kind)
+    artifact = Artifact(
+        experiment_id=experiment_id, kind=kind, data=None, location=None, size=0, epoch=epoch, created_at=utcnow()
+    )
+    session.add(artifact)
+    session.flush()
+    return artifact.id, replaced
+
+
+def add_chunk(session: Session, artifact_id: int, seq: int, data: bytes | bytearray | memoryview) -> None:
+    """One piece of a chunked artifact (a plain INSERT: the session keeps no copy of it)."""
+    session.execute(insert(ArtifactChunk).values(artifact_id=artifact_id, seq=seq, data=bytes(data)))
+
+
+def seal(session: Session, artifact_id: int, *, size: int, sha256: str) -> None:
+    """A chunked artifact's size and digest, once every chunk is written."""
+    session.execute(
+        update(Artifact)
+        .where(Artifact.id == artifact_id)
+        .values(size=size, sha256=sha256)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def read_chunks(session: Session, artifact_id: int, *, batch: int) -> Iterator[tuple[int, bytes]]:
+    """The chunks of an artifact as (seq, data), in order, `batch` rows per statement (so at most
+    `batch` chunks are in memory). Stops early if the artifact is deleted meanwhile: the caller
+    checks the count and the size."""
+    seq = 0
+    while True:
+        stmt = (
+            select(ArtifactChunk.seq, ArtifactChunk.data)
+            .where(ArtifactChunk.artifact_id == artifact_id, ArtifactChunk.seq >= seq)
+            .order_by(ArtifactChunk.seq)
+            .limit(batch)
+        )
+        rows = [(row.seq, row.data) for row in session.execute(stmt)]
+        yield from rows
+        if len(rows) < batch:
+            return
+        seq = rows[-1][0] + 1
 
 
 def get(session: Session, experiment_id: str, kind: str) -> Artifact | None:
