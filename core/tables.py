@@ -156,6 +156,19 @@ class Artifact(Base):
     __table_args__ = (UniqueConstraint("experiment_id", "kind", name="uq_artifacts_experiment_kind"),)
 
 
+class ArtifactChunk(Base):
+    """One piece of an artifact stored in pieces (its row has neither `data` nor `location`):
+    core.artifact_store writes and reads them one at a time, so no host holds the whole blob."""
+
+    __tablename__ = "artifact_chunks"
+
+    artifact_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0-based, in blob order
+    data: Mapped[bytes] = mapped_column(Blob)
+
+
 class Evaluation(Base):
     __tablename__ = "evaluations"
 
