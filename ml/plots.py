@@ -1,63 +1,105 @@
-"""Pictures of experiments as PNG bytes, drawn with matplotlib's object API (no pyplot state, so
-concurrent requests never share a figure). Every function takes stored data (metrics rows) or a
+"""Pictures of experiments as PNG bytes, drawn with matplotlib's object API (ml/figures.py; the
+sweep comparison is ml/sweep_plots.py). Every function takes stored data (metrics rows) or a
 loaded model with its dataset, and the numbers a plot draws are available on their own
 (`decision_grid`, `sigma_curve`) so tests can check them against `/predictions`.
 """
 
 from __future__ import annotations
 
-import io
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from ml.data import split_of
 from ml.datasets import Dataset
+from ml.figures import figure, number_axis, png
+from ml.plot_format import KeptEpoch, PlotError, Wording, log_scale, wording
 from ml.predict import Predictor
 from ml.spec import ExperimentSpec
 
-SIZE = (8.0, 5.0)  # inches
-DPI = 100  # -> 800 x 500 pixels
+SIZE = (8.0, 5.0)  # inches: 800 x 500 pixels
 
 
-class PlotError(ValueError):
-    """This plot does not apply to this experiment; the message says why."""
+# Which panel a validation metric goes on (one panel per quantity), by key prefix, and its title.
+QUANTITIES = (
+    ("val_accuracy", "validation accuracy"),
+    ("val_rmse", "validation RMSE"),
+    ("val_nll", "validation NLL"),
+    ("val_within_", "validation: share of targets within μ ± kσ"),
+)
+# What a calibrated Gaussian holds within μ ± 1σ and μ ± 2σ: the reference lines of that panel.
+CALIBRATED = {"val_within_1_sigma": 0.6827, "val_within_2_sigma": 0.9545}
 
 
-def _png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
+def curve_panels(keys: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The learning-curve panels from an epoch row's keys: (title, series keys), the loss first,
+    then one per validation quantity in the order of QUANTITIES, then any other metric alone."""
+    panels: list[tuple[str, list[str]]] = [("loss", [k for k in ("train_loss", "val_loss") if k in keys])]
+    metrics = [k for k in keys if k.startswith("val_") and k != "val_loss"]
+    for prefix, title in QUANTITIES:
+        mine = [k for k in metrics if k.startswith(prefix)]
+        if mine:
+            panels.append((title, mine))
+    known = {k for _, ks in panels for k in ks}
+    panels += [(k, [k]) for k in metrics if k not in known]
+    return panels
 
 
-def _figure(size: tuple[float, float] = SIZE) -> Figure:
-    return Figure(figsize=size, dpi=DPI, layout="constrained")
+def _series_label(key: str, keys: Sequence[str]) -> str:
+    if key in ("train_loss", "val_loss"):
+        return {"train_loss": "train", "val_loss": "validation"}[key]
+    if key in CALIBRATED:
+        return f"within {key.split('_')[2]}σ (calibrated: {CALIBRATED[key]:.1%})"
+    prefix = next((p for p, _ in QUANTITIES if key.startswith(p)), key)
+    if len(keys) == 1:
+        return key.removeprefix("val_")
+    return key.removeprefix(prefix).lstrip("_") or "mean"  # per target; the bare key is their mean
 
 
-def learning_curves(rows: Sequence[dict[str, Any]], title: str) -> bytes:
-    """Train and validation loss per epoch (left), and every validation metric (right)."""
+def learning_curves(
+    rows: Sequence[dict[str, Any]], title: str, *, kept: KeptEpoch | None = None, unit: str | None = None
+) -> bytes:
+    """One panel per quantity against the epoch: the loss (train and validation), then each
+    validation metric (accuracy, RMSE in `unit`, NLL, the within-σ shares beside their calibrated
+    values). A panel is logarithmic when its values are positive and span more than two decades;
+    `kept` is marked on every panel."""
     if not rows:
         raise PlotError("no epoch has finished yet: there is no learning curve to draw")
     epochs = [r["epoch"] for r in rows]
-    fig = _figure()
-    loss_ax, metric_ax = fig.subplots(1, 2)
-    loss_ax.plot(epochs, [r["train_loss"] for r in rows], label="train loss")
-    loss_ax.plot(epochs, [r["val_loss"] for r in rows], label="validation loss")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("loss")
-    loss_ax.set_yscale("log" if all((r["train_loss"] or 0) > 0 for r in rows) else "linear")
-    loss_ax.legend()
-    metrics = [k for k in rows[-1] if k.startswith("val_") and k != "val_loss"]
-    for key in metrics:
-        metric_ax.plot(epochs, [r.get(key) for r in rows], label=key)
-    metric_ax.set_xlabel("epoch")
-    metric_ax.set_ylabel("validation metric")
-    if metrics:
-        metric_ax.legend()
+    panels = curve_panels(list(rows[-1]))
+    cols = min(2, len(panels))
+    lines = math.ceil(len(panels) / cols)
+    fig = figure((10.0, 4.0 if lines == 1 else 3.5 * lines))
+    axes = fig.subplots(lines, cols, sharex=True, squeeze=False).ravel()
+    for ax, (name, keys) in zip(axes, panels, strict=False):
+        values: list[float] = []
+        for key in keys:
+            series = [math.nan if r.get(key) is None else float(r[key]) for r in rows]
+            values += series
+            ax.plot(epochs, series, label=_series_label(key, keys), lw=1.2)
+            if key in CALIBRATED:
+                ax.axhline(CALIBRATED[key], color=ax.lines[-1].get_color(), ls=":", lw=1)
+        if log_scale(values):
+            ax.set_yscale("log")
+        if name.startswith(("validation accuracy", "validation: share")):
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        else:
+            number_axis(ax.yaxis)
+        ax.set_title(name + (f" ({unit})" if unit and name == "validation RMSE" else ""), fontsize=10)
+        if kept is not None:
+            ax.axvline(kept.epoch, color="0.35", ls="--", lw=1, label=kept.label)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[-cols:]:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(title)
-    return _png(fig)
+    return png(fig)
 
 
 def _need_two_features(predictor: Predictor) -> None:
@@ -95,7 +137,7 @@ def decision_boundary(predictor: Predictor, dataset: Dataset, title: str) -> byt
     xs, ys, prob = decision_grid(predictor, dataset)
     spec = ExperimentSpec.model_validate(predictor.spec)
     idx = split_of(spec, dataset)
-    fig = _figure((7.0, 6.0))
+    fig = figure((7.0, 6.0))
     ax = fig.subplots()
     mesh = ax.contourf(xs, ys, prob, levels=np.linspace(0, 1, 21), cmap="RdBu_r", alpha=0.8)
     ax.contour(xs, ys, prob, levels=[0.5], colors="black", linewidths=1.0)
@@ -109,7 +151,7 @@ def decision_boundary(predictor: Predictor, dataset: Dataset, title: str) -> byt
     ax.set_ylabel(predictor.info.features[1])
     ax.legend(loc="upper right")
     ax.set_title(title)
-    return _png(fig)
+    return png(fig)
 
 
 def sigma_curve(
@@ -132,23 +174,33 @@ def sigma_curve(
     return inputs, values, np.array([r["mu"] for r in out]), np.array([r["sigma"] for r in out])
 
 
+def sigma_wording(predictor: Predictor, dataset: Dataset) -> Wording:
+    """Units and row names of the σ plot: USD and "sales" for house prices, an upload's target
+    column and its own name."""
+    source = {**predictor.spec["dataset"], "name": dataset.info.name}
+    return wording(source, predictor.info.targets[0].name)
+
+
 def sigma(predictor: Predictor, dataset: Dataset, feature: str, title: str) -> bytes:
     """The report's Figure 1: σ(x) against one feature (top); μ ± 2σ with the data (bottom)."""
     _, values, mu, sd = sigma_curve(predictor, dataset, feature)
     j = predictor.info.features.index(feature)
     target = predictor.info.targets[0].name
-    fig = _figure((8.0, 7.0))
+    words = sigma_wording(predictor, dataset)
+    fig = figure((8.0, 7.0))
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(values, sd, color="tab:red")
-    top.set_ylabel(f"σ ({target})")
+    top.set_ylabel(words.axis(f"σ of {target}"))
     top.set_title(title)
-    bottom.scatter(dataset.x[:, j], dataset.y[target], s=4, alpha=0.3, color="gray", label="sales")
-    bottom.plot(values, mu, color="tab:blue", label="μ")
+    bottom.scatter(dataset.x[:, j], dataset.y[target], s=4, alpha=0.3, color="gray", label=words.rows)
+    bottom.plot(values, mu, color="tab:blue", label="μ (predicted mean)")
     bottom.fill_between(values, mu - 2 * sd, mu + 2 * sd, color="tab:blue", alpha=0.2, label="μ ± 2σ")
     bottom.set_xlabel(f"{feature} (other features at their training median)")
-    bottom.set_ylabel(target)
+    bottom.set_ylabel(words.axis(target))
+    for axis in (top.yaxis, bottom.yaxis, bottom.xaxis):
+        number_axis(axis)
     bottom.legend()
-    return _png(fig)
+    return png(fig)
 
 
 def confusion(predictor: Predictor, dataset: Dataset, title: str, split: str = "val") -> bytes:
@@ -159,7 +211,7 @@ def confusion(predictor: Predictor, dataset: Dataset, title: str, split: str = "
     spec = ExperimentSpec.model_validate(predictor.spec)
     rows = split_of(spec, dataset)[split]
     out = predictor.predict_array(dataset.x[rows])
-    fig = _figure((6.0 * len(targets), 5.5))
+    fig = figure((6.0 * len(targets), 5.5))
     axes = np.atleast_1d(fig.subplots(1, len(targets)))
     for ax, t in zip(axes, targets, strict=True):
         classes = list(t.classes or ())
@@ -177,26 +229,4 @@ def confusion(predictor: Predictor, dataset: Dataset, title: str, split: str = "
         accuracy = np.trace(matrix) / max(1, matrix.sum())
         ax.set_title(f"{t.name}: {accuracy:.1%} on {split}")
     fig.suptitle(title)
-    return _png(fig)
-
-
-def compare(rows: Sequence[dict[str, Any]], metric: str, color_by: str, title: str) -> bytes:
-    """A sweep: validation metric against parameter count, one labelled point per row."""
-    usable = [r for r in rows if r.get(metric) is not None and r.get("par") is not None]
-    if not usable:
-        raise PlotError(f"no row of this sweep has {metric} yet")
-    fig = _figure()
-    ax = fig.subplots()
-    groups = sorted({str(r.get(color_by)) for r in usable})
-    colors = {g: f"C{i % 10}" for i, g in enumerate(groups)}
-    for g in groups:
-        pts = [r for r in usable if str(r.get(color_by)) == g]
-        ax.scatter([r["par"] for r in pts], [r[metric] for r in pts], color=colors[g], label=f"{color_by}={g}")
-    for r in usable:
-        ax.annotate(str(r["name"]), (r["par"], r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    return _png(fig)
+    return png(fig)

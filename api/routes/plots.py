@@ -1,5 +1,5 @@
 """Plots as PNG: an experiment's learning curves, decision boundary, σ curve and confusion
-matrices, and a sweep's metric-against-size comparison. Rendered in the API process (a sync
+matrices, and a sweep's metric against its swept parameter. Rendered in the API process (a sync
 route: matplotlib runs in the threadpool, off the event loop), cached, with an ETag."""
 
 from __future__ import annotations
@@ -103,7 +103,10 @@ def read_experiment_plot_data(
         **PNG,
         404: {"description": "no such sweep (`SweepNotFound`)"},
         409: {"description": "no row has the metric yet (`PlotNotReady`)"},
-        422: {"description": "`metric` or `color_by` is not a column of this sweep's table (the accepted are named)"},
+        422: {
+            "description": "`metric` is not a metric of this sweep's table, or `x` or `color_by` names no value of its "
+            "rows (the accepted are named)"
+        },
     },
 )
 def read_sweep_compare_plot(
@@ -114,18 +117,26 @@ def read_sweep_compare_plot(
     metric: Annotated[
         str | None, Query(max_length=100, description="a validation metric column (default: the table's ranking one)")
     ] = None,
+    x: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="the x axis: `parameters`, a dotted spec path (optimizer.lr, model.neurons, ...) or a table "
+            "column (default: the swept parameter; the parameter count for variants that change several)",
+        ),
+    ] = None,
     color_by: Annotated[
         str | None,
         Query(
-            max_length=100,
-            description="a table column: opt, lr, bs, ep, hidlay, neur, act, loss, ... "
-            "(default: the first whose value differs between rows)",
+            max_length=200,
+            description="the colour: a table column (opt, lr, bs, ep, hidlay, neur, act, loss, ...) or a dotted spec "
+            "path (default: the next swept parameter); dropped when it has one value",
         ),
     ] = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    """Draw the sweep's validation metric against parameter count, a labelled point per row, as PNG."""
+    """Draw the sweep's validation metric (mean ± std over repeats) against the swept parameter, as PNG."""
     plot = service.sweep_compare(
-        uow.session, plots_cache, owner=owner, sweep_id=sweep_id, metric=metric, color_by=color_by
+        uow.session, plots_cache, owner=owner, sweep_id=sweep_id, metric=metric, x=x, color_by=color_by
     )
     return _png(plot, if_none_match)

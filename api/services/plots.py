@@ -25,10 +25,13 @@ from api.model_cache import ModelCache
 from api.schemas import epoch_row
 from api.services.experiments import get_experiment
 from api.services.predictions import cached_model, evaluation_dataset, serving_ref
-from api.services.sweeps import sweep_table
+from api.services.sweeps import Table, build_table, get_sweep, sweep_status
 from core.artifact_store import ArtifactStore
+from core.repositories import datasets as datasets_repo
+from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
 from core.tables import TERMINAL_STATUSES, Experiment
+from ml.plot_format import kept_epoch
 
 ExperimentPlot = Literal["learning-curves", "decision-boundary", "sigma", "confusion"]
 PlotData = Literal["decision-boundary", "sigma"]
@@ -124,10 +127,15 @@ def experiment_plot(
                 "there is no learning curve to draw",
                 status=experiment.status,
             )
-        curves_key = (experiment_id, kind, experiment.status, rows[-1].epoch, rows[-1].id, len(rows))
+        # The kept epoch: the served model's once the experiment records it, else the best so far.
+        kept = kept_epoch(getattr(experiment, "served_metrics", None), experiment.best_metrics)
+        unit = _unit(session, owner, experiment.spec) if experiment.task == "regression" else None
+        curves_key = (experiment_id, kind, experiment.status, rows[-1].epoch, rows[-1].id, len(rows), kept, unit)
         final = experiment.status in TERMINAL_STATUSES
         return plots_cache.get(
-            curves_key, lambda: plots.learning_curves([epoch_row(r) for r in rows], _title(experiment)), final
+            curves_key,
+            lambda: plots.learning_curves([epoch_row(r) for r in rows], _title(experiment), kept=kept, unit=unit),
+            final,
         )
 
     ref = serving_ref(session, owner, experiment_id)
@@ -189,6 +197,8 @@ def experiment_plot_data(
             "experiment_id": experiment_id,
             "feature": feature,
             "features": list(predictor.info.features),
+            "target": predictor.info.targets[0].name,
+            "unit": plots.sigma_wording(predictor, dataset).unit,  # of mu and sigma, as the PNG's axes say
             "inputs": inputs.tolist(),
             "values": values.tolist(),
             "mu": mu.tolist(),
@@ -206,6 +216,44 @@ def _invalid_query(name: str, value: str, accepted: list[str]) -> InvalidInputs:
     return InvalidInputs([{"loc": ["query", name], "msg": msg, "type": "enum", "input": value}])
 
 
+def _dimension(param: str, name: str, table: Table, specs: list[dict[str, Any]], swept: list[str]) -> list[Any]:
+    """Each table row's value of a compare axis: `parameters` (the count), a table column
+    (opt, lr, act, ...) or a dotted spec path read in the row's stored spec. Anything else is a
+    422 on `param` that names what is accepted."""
+    from ml.sweep_plots import MISSING, PARAMETERS, value_at
+    from ml.sweeps import path_problem
+
+    if name == PARAMETERS:
+        return [r["par"] for r in table.rows]
+    columns = [c for c in COLOR_COLUMNS if c in table.columns]
+    if name in columns:
+        return [r.get(name) for r in table.rows]
+    problem = path_problem(name)
+    values = [value_at(spec, name) for spec in specs] if problem is None else []
+    if problem is None and any(isinstance(v, dict) for v in values):
+        problem = f"{name} is an object of the spec; name one of its values (like {name}.<field>)"
+    elif problem is None and all(v is MISSING or v is None for v in values):
+        problem = f"no row of this sweep has a value at {name}"
+    if problem is None:
+        return [None if v is MISSING else v for v in values]
+    paths = ", ".join(swept) or "optimizer.lr, model.neurons, ..."
+    msg = f"{problem}; accepted: {PARAMETERS}, a table column ({', '.join(columns)}) or a dotted spec path ({paths})"
+    raise InvalidInputs([{"loc": ["query", param], "msg": msg, "type": "enum", "input": name}])
+
+
+def _unit(session: Session, owner: str, spec: dict[str, Any]) -> str | None:
+    """The unit of a regression target: USD for house prices, an upload's target column."""
+    from ml.plot_format import wording
+
+    dataset = spec.get("dataset", {})
+    target = None
+    if dataset.get("id") is not None:
+        upload = datasets_repo.get(session, dataset["id"], owner)
+        targets = list((upload.info or {}).get("targets", {})) if upload is not None else []
+        target = targets[0] if len(targets) == 1 else None
+    return wording(dataset, target).unit
+
+
 def sweep_compare(
     session: Session,
     plots_cache: PlotCache,
@@ -213,31 +261,58 @@ def sweep_compare(
     owner: str,
     sweep_id: str,
     metric: str | None = None,
+    x: str | None = None,
     color_by: str | None = None,
 ) -> Plot:
-    """Validation metric against parameter count, one labelled point per table row, colored by a
-    table column (default: the first of COLOR_COLUMNS whose value differs between rows)."""
-    from ml import plots
+    """The validation metric of every table row (mean ± std over repeats) against `x` (default:
+    the swept parameter, ml/sweep_plots.py), coloured by `color_by` (default: the next swept
+    one; a table column or a spec path)."""
+    from ml import sweep_plots
 
-    table, read = sweep_table(session, owner, sweep_id)
+    sweep = get_sweep(session, owner, sweep_id)
+    experiments = experiments_repo.list_in_sweep(session, sweep.id)
+    counts: dict[str, int] = {}
+    for e in experiments:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    status = sweep_status(sweep, counts)
+    request: dict[str, Any] = sweep.spec.get("request", {})
+    table = build_table(sweep.spec.get("members", []), experiments, int(request.get("repeats", 1)))
     metric = metric or table.metric or table.metrics[0]
     if metric not in table.metrics:
         raise _invalid_query("metric", metric, table.metrics)
-    colors = [c for c in COLOR_COLUMNS if c in table.columns]
-    if color_by is None:
-        varying = [c for c in colors if len({json.dumps(r.get(c)) for r in table.rows}) > 1]
-        color_by = (varying or colors or ["status"])[0]
-    elif color_by not in colors:
-        raise _invalid_query("color_by", color_by, colors)
+    by_id = {e.id: e for e in experiments}
+    specs = [by_id[r["experiment_ids"][0]].spec for r in table.rows]
+    swept = sweep_plots.swept_paths(request)
+    default_x, default_color = sweep_plots.default_axes(request, specs)
+    x = x or default_x
+    xs = _dimension("x", x, table, specs, swept)
+    color = color_by or default_color
+    colors = _dimension("color_by", color, table, specs, swept) if color else [None] * len(table.rows)
     if not any(r.get(metric) is not None for r in table.rows):
         raise PlotNotReady(
-            f"no row of sweep {sweep_id} has {metric} yet (sweep {read.status}); there is nothing to compare",
-            status=read.status,
+            f"no row of sweep {sweep_id} has {metric} yet (sweep {status}); there is nothing to compare",
+            status=status,
         )
-    drawn = [[r["name"], r["par"], r.get(metric), r.get(color_by)] for r in table.rows]
-    digest = hashlib.sha256(json.dumps([drawn, read.name], default=str).encode()).hexdigest()
-    key = (sweep_id, "compare", metric, color_by, digest)
-    title = f"{read.name} ({sweep_id}): {metric} by {color_by}"
-    return plots_cache.get(
-        key, lambda: plots.compare(table.rows, metric, color_by, title), final=read.status == "finished"
-    )
+    points = [
+        sweep_plots.Point(r["name"], xv, r.get(metric), r.get(f"{metric}_std"), cv)
+        for r, xv, cv in zip(table.rows, xs, colors, strict=True)
+    ]
+    options: dict[str, Any] = {
+        "x": x,
+        "metric": metric,
+        "color": color,
+        "title": f"{sweep.name} ({sweep_id}): {metric} by {x}",
+        "unit": _unit(session, owner, specs[0]) if metric.startswith("val_rmse") and specs else None,
+        "repeats": table.repeats,
+        "lines": x in (request.get("grid") or {}),
+        "annotate": bool(request.get("variants")),
+    }
+    digest = hashlib.sha256(json.dumps([points, options], default=repr).encode()).hexdigest()
+
+    def render() -> bytes:
+        try:
+            return sweep_plots.compare(points, **options)
+        except sweep_plots.PlotError as exc:  # a table with no usable x: said as the 409 above would
+            raise PlotNotReady(f"sweep {sweep_id}: {exc}", status=status) from exc
+
+    return plots_cache.get((sweep_id, "compare", digest), render, final=status == "finished")
