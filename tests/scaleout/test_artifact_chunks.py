@@ -118,9 +118,13 @@ def test_a_damaged_or_vanished_chunk_is_never_handed_out_as_the_blob(engine: Eng
     with pytest.raises(ArtifactUnavailable, match="does not match its recorded sha256"):
         read(engine, experiment_id)
     handed_out: list[bytes] = []
-    with session_factory(engine)() as session, pytest.raises(ArtifactUnavailable, match="sha256"):
-        for piece in STORE.iter_blob(session, stored):
-            handed_out.append(piece)
+
+    def stream() -> None:
+        with session_factory(engine)() as session:
+            handed_out.extend(STORE.iter_blob(session, stored))
+
+    with pytest.raises(ArtifactUnavailable, match="sha256"):
+        stream()
     assert len(handed_out) == 2  # a stream of a bad blob breaks before its end
 
     put(engine, experiment_id, os.urandom(10 * CHUNK_BYTES))
