@@ -9,14 +9,10 @@ seed, learning rate, momentum, weight decay, epochs and early stopping.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Hashable, Sequence
 
-from ml.layers import Conv, Dense
+from ml.memory import training_memory
 from ml.spec import CheckedSpec
-
-BYTES_PER_FLOAT = 4
-STATE_COPIES = 7  # parameters, gradients, up to three optimizer buffers, last finite and best weights
 
 
 def group_key(checked: CheckedSpec) -> str:
@@ -36,22 +32,9 @@ def group_key(checked: CheckedSpec) -> str:
 
 
 def member_bytes(checked: CheckedSpec) -> int:
-    """A generous estimate of one member's memory in a group: its parameter state, its own
-    shuffled copy of the training inputs, and the activations of a batch (kept for backward)."""
-    s = checked.spec
-    info = checked.info
-    features = math.prod(info.input_shape)
-    train_rows = max(1, round(info.n_samples * (1 - s.dataset.split.val - s.dataset.split.test)))
-    batch = train_rows if s.batch_size == "full" else min(int(s.batch_size), train_rows)
-    activations = 0
-    for stack in (checked.plan.trunk, *checked.plan.heads.values()):
-        for layer in stack.layers:
-            if isinstance(layer, Dense):
-                activations += layer.out_features
-            elif isinstance(layer, Conv):
-                activations += layer.out_channels * features  # an upper bound per sample
-    floats = STATE_COPIES * checked.param_count + train_rows * features + 3 * batch * activations
-    return floats * BYTES_PER_FLOAT
+    """One member's memory in a group: the run's training-memory estimate (`ml.memory`, the rule
+    LABTRAIN_MAX_RUN_MEMORY_BYTES applies to a run alone), its own copy of the data included."""
+    return training_memory(checked.spec, checked.info, checked.plan).total
 
 
 def plan_groups(

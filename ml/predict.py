@@ -19,10 +19,11 @@ import torch
 from ml.artifact import Artifact, read_artifact
 from ml.data import Normalization
 from ml.datasets import DatasetInfo
+from ml.memory import BYTES_PER_FLOAT, activation_floats
 from ml.networks import Network, build_network
 from ml.spec import validate_spec
 
-CHUNK = 4096
+DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024  # activations of one call when the caller sets no bound
 
 
 class InputError(ValueError):
@@ -44,6 +45,8 @@ class Predictor:
         self.network.load_state_dict(artifact.weights, strict=True)
         self.network.eval()
         self.norm = Normalization.from_tensors(artifact.norm)
+        # What one row's forward pass holds at most: every layer's outputs (the widest dominate).
+        self.row_bytes = max(1, activation_floats(checked.plan)) * BYTES_PER_FLOAT
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -89,18 +92,25 @@ class Predictor:
 
     # -- outputs -----------------------------------------------------------------------------
 
+    def chunk_rows(self, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> int:
+        """Rows per forward pass so that its activations stay within `max_memory_bytes`."""
+        return max(1, max_memory_bytes // self.row_bytes)
+
     @torch.no_grad()
-    def raw(self, x: np.ndarray) -> dict[str, torch.Tensor]:
-        """The network's outputs on rows in original units (normalized here)."""
+    def raw(self, x: np.ndarray, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> dict[str, torch.Tensor]:
+        """The network's outputs on rows in original units (normalized here), computed a chunk
+        of rows at a time: one call's activations stay within `max_memory_bytes` whatever the
+        network's width and the number of rows."""
         xt = torch.from_numpy(self.norm.inputs(x))
-        outs = [self.network(xt[s : s + CHUNK]) for s in range(0, len(xt), CHUNK)]
+        step = self.chunk_rows(max_memory_bytes)
+        outs = [self.network(xt[s : s + step]) for s in range(0, len(xt), step)]
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
     def predict(self, inputs: Any, max_rows: int | None = None) -> list[dict[str, Any]]:
         return self.predict_array(self.parse(inputs, max_rows))
 
-    def predict_array(self, x: np.ndarray) -> list[dict[str, Any]]:
-        out = self.raw(x)
+    def predict_array(self, x: np.ndarray, max_memory_bytes: int = DEFAULT_MEMORY_BYTES) -> list[dict[str, Any]]:
+        out = self.raw(x, max_memory_bytes)
         n = x.shape[0]
         if self.loss == "gaussian_nll":
             name = self.info.targets[0].name

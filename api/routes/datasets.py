@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
@@ -21,7 +23,9 @@ from api.services import datasets as service
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
-DatasetName = Annotated[str, Path(min_length=1, max_length=64, description="a built-in's name, or an upload's id")]
+DatasetName = Annotated[
+    str, Path(min_length=1, max_length=200, description="a built-in's name, or an upload's name or id")
+]
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "no such built-in or upload (`DatasetNotFound`)"}}
 
 FIELDS = ("file", "target", "name", "format")
@@ -143,9 +147,29 @@ async def _upload_form(request: Request, settings: SettingsDep) -> service.Uploa
     return await read_upload(request, settings.max_upload_bytes)
 
 
+def _parse_limiter(app: Any, slots: int) -> anyio.CapacityLimiter:
+    """The API process's one limiter of upload parses, made on first use (in the event loop:
+    nothing runs between the check and the assignment)."""
+    limiter = getattr(app.state, "upload_parse_limiter", None)
+    if limiter is None:
+        limiter = app.state.upload_parse_limiter = anyio.CapacityLimiter(slots)
+    return limiter
+
+
+async def _parsed_upload(
+    request: Request, settings: SettingsDep, form: Annotated[service.UploadForm, Depends(_upload_form)]
+) -> service.ParsedUpload:
+    # Parsing is CPU work: in a worker thread (never the event loop), at most
+    # LABTRAIN_UPLOAD_PARSE_CONCURRENCY at once, and before the database session is taken.
+    limiter = _parse_limiter(request.app, settings.upload_parse_concurrency)
+    limits = service.upload_limits(settings)
+    return await anyio.to_thread.run_sync(service.parse_upload, form, limits, limiter=limiter)
+
+
 # Resolved after the key check and before the database session (dependencies resolve in the
-# order of the handler's parameters): a slow upload never holds one of the API's session slots.
-UploadFormDep = Annotated[service.UploadForm, Depends(_upload_form)]
+# order of the handler's parameters): a slow upload, or its parse, never holds one of the API's
+# session slots, so uploads cannot stall reads.
+ParsedUploadDep = Annotated[service.ParsedUpload, Depends(_parsed_upload)]
 
 
 @router.get("")
@@ -158,8 +182,11 @@ def list_datasets(uow: UowDep, owner: OwnerDep) -> DatasetPage:
     "",
     status_code=status.HTTP_201_CREATED,
     responses={
-        409: {"description": "you already have a dataset of this name (`DatasetNameTaken`)"},
-        413: {"description": "the file is larger than LABTRAIN_MAX_UPLOAD_BYTES (`UploadTooLarge`)"},
+        409: {"description": "you already have a dataset of this name, or it is a built-in's (`DatasetNameTaken`)"},
+        413: {
+            "description": "the file is above LABTRAIN_MAX_UPLOAD_BYTES, or its columns, cells or inflated arrays "
+            "above LABTRAIN_MAX_UPLOAD_COLUMNS, _CELLS, _INFLATED_BYTES (`UploadTooLarge`, `limit` names it)"
+        },
         422: {"description": "the form or the file was refused; `errors` names the field, column or array"},
     },
     openapi_extra={
@@ -186,16 +213,16 @@ def list_datasets(uow: UowDep, owner: OwnerDep) -> DatasetPage:
         }
     },
 )
-async def upload_dataset(owner: OwnerDep, form: UploadFormDep, uow: UowDep, response: Response) -> DatasetRead:
+async def upload_dataset(owner: OwnerDep, upload: ParsedUploadDep, uow: UowDep, response: Response) -> DatasetRead:
     """Upload a CSV (numeric features and a `target` column) or an NPZ (arrays `x` and `y`)."""
-    row = await run_in_threadpool(service.create_dataset, uow, owner=owner, form=form)
+    row = await run_in_threadpool(service.create_dataset, uow, owner=owner, upload=upload)
     response.headers["Location"] = f"/datasets/{row.id}"
     return service.upload_read(row)
 
 
 @router.get("/{name}", responses=ERRORS)
 def read_dataset(uow: UowDep, owner: OwnerDep, name: DatasetName) -> DatasetRead:
-    """A built-in by name, or one of your uploads by id."""
+    """A built-in by name, or one of your uploads by name or id."""
     return service.read_dataset(uow.session, owner, name)
 
 
@@ -208,6 +235,6 @@ def read_dataset(uow: UowDep, owner: OwnerDep, name: DatasetName) -> DatasetRead
     },
 )
 def delete_dataset(uow: UowDep, owner: OwnerDep, name: DatasetName) -> Response:
-    """Delete one of your uploads; finished experiments keep their models."""
+    """Delete one of your uploads (by name or id); finished experiments keep their models."""
     service.delete_dataset(uow, owner, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -158,7 +158,7 @@ def predict(
         x = predictor.parse(inputs)
     except InputError as exc:
         raise _from_input_error(str(exc)) from None
-    predictions = predictor.predict_array(x)
+    predictions = predictor.predict_array(x, settings.max_prediction_memory_bytes)
     bad = _first_non_finite(predictions)
     if bad is not None:
         raise _inputs_error(

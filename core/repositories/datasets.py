@@ -40,8 +40,11 @@ def get(
     return session.scalars(stmt).one_or_none()
 
 
-def get_by_name(session: Session, owner: str, name: str) -> UploadedDataset | None:
+def get_by_name(session: Session, owner: str, name: str, *, lock: bool = False) -> UploadedDataset | None:
+    """One of `owner`'s uploads by name (unique per owner); `lock` as in `get`."""
     stmt = select(UploadedDataset).where(UploadedDataset.owner == owner, UploadedDataset.name == name)
+    if lock:
+        stmt = stmt.with_for_update(read=True)
     return session.scalars(stmt).one_or_none()
 
 

@@ -4,9 +4,10 @@ Importing this package stays cheap (no torch, pandas or scikit-learn at import t
 imports it to describe datasets, and only the loaders it calls pull in the heavy libraries.
 """
 
-from ml.datasets.base import Dataset, DatasetError, DatasetInfo, Target
+from ml.datasets.base import Dataset, DatasetError, DatasetInfo, DatasetTooLarge, Target, UploadLimits
 from ml.datasets.catalog import BUILTINS, describe_builtin, load_builtin
-from ml.datasets.files import from_csv, from_npz
+from ml.datasets.files import from_csv, read_csv
+from ml.datasets.npz import from_npz, read_npz
 from ml.datasets.split import split_indices, split_sizes
 
 __all__ = [
@@ -14,11 +15,15 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetInfo",
+    "DatasetTooLarge",
     "Target",
+    "UploadLimits",
     "describe_builtin",
     "from_csv",
     "from_npz",
     "load_builtin",
+    "read_csv",
+    "read_npz",
     "split_indices",
     "split_sizes",
 ]

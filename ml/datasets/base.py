@@ -14,6 +14,35 @@ class DatasetError(ValueError):
     """A dataset cannot be built or read; the message says what is wrong and how to fix it."""
 
 
+class DatasetTooLarge(DatasetError):
+    """An upload above one of its size limits; `limit` names the UploadLimits field exceeded
+    (the API answers 413 naming its setting)."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one upload may cost to read; None is unlimited (a stored upload, already accepted,
+    is read again by the worker without limits)."""
+
+    max_rows: int | None = None
+    max_columns: int | None = None  # CSV: from the header line, before the body is parsed
+    max_cells: int | None = None  # CSV: rows (counted as lines) × columns, before the body is parsed
+    max_inflated_bytes: int | None = None  # NPZ: the arrays once decompressed, from their headers
+
+
+NO_LIMITS = UploadLimits()
+MAX_TEXT_CHARS = 200  # what an error message echoes of a cell, and the longest column or class name
+
+
+def excerpt(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """At most `limit` characters of `text` (an error never echoes a 5 MB cell whole)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
 @dataclass(frozen=True)
 class Target:
     """One thing to predict: a classification target with its classes, or a regression target."""
@@ -40,6 +69,7 @@ class DatasetInfo:
     targets: tuple[Target, ...]
     n_samples: int
     description: str = ""
+    upload_id: str | None = None  # an upload's id when the API looked it up (not part of to_dict)
 
     @property
     def is_image(self) -> bool:

@@ -1,174 +1,218 @@
-"""User datasets: a CSV with a named target column, or an NPZ with arrays x and y.
+"""User datasets: a CSV with a named target column (here), or an NPZ with arrays x and y
+(`ml.datasets.npz`), and `from_upload`, which rebuilds a stored upload from its bytes.
 
 Both are validated completely before anything trains on them; every refusal is a DatasetError
-whose message names the column, row or array at fault and what would be accepted. Row numbers
-in messages count data rows from 1 (the header is line 1 of the file, data row 1 is line 2).
-NPZ files are read with allow_pickle=False: an object array is refused, never unpickled.
+whose message names the column, row or array at fault and what would be accepted, and echoes
+at most a short excerpt of a cell. Row numbers in messages count data rows from 1 (the header
+is line 1 of the file, data row 1 is line 2).
+
+Reading costs time linear in the file and bounded memory: the column count is checked on the
+header line and rows × columns on a line count before the body is parsed (DatasetTooLarge),
+then the body is parsed by the C csv reader and converted to numbers a block of rows at a time.
 """
 
 from __future__ import annotations
 
-import io
-import zipfile
-from typing import TYPE_CHECKING
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import NoReturn
 
 import numpy as np
 
-from ml.datasets.base import Dataset, DatasetError, DatasetInfo, Target, Task
+from ml.datasets.base import NO_LIMITS, Dataset, DatasetError, DatasetInfo, DatasetTooLarge, Target, UploadLimits
+from ml.datasets.base import excerpt as _excerpt
+from ml.datasets.labels import check_name, check_rows, labels_of, task_of, text_labels
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-MIN_ROWS = 10
-MAX_CLASSES_FOR_INTEGERS = 20  # an integer-valued numeric target with more values is a regression
 # Cells read as missing (pandas' default NA spellings, plus blanks).
 _MISSING = frozenset(["", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a", "#na", "-1.#ind", "1.#ind"])
+BLOCK_CELLS = 1 << 20  # feature cells converted at once: bounds the Python objects alive
+SHOWN_COLUMNS = 20  # column names listed in a message
 
 
-def _task_of(classes: tuple[str, ...] | None) -> Task:
-    if classes is None:
-        return "regression"
-    return "binary" if len(classes) == 2 else "multiclass"
-
-
-def _check_labels(y: np.ndarray, classes: tuple[str, ...], what: str) -> None:
-    """Refuse a constant target and a class too small to appear in both train and validation."""
-    if len(classes) < 2:
-        raise DatasetError(f"{what} has a single value ({classes[0]!r}): there is nothing to predict")
-    counts = np.bincount(y, minlength=len(classes))
-    small = [f"{c!r} ({k} row)" for c, k in zip(classes, counts, strict=True) if k < 2]
-    if small:
-        more = f" and {len(small) - 5} more" if len(small) > 5 else ""  # an id column would list them all
-        raise DatasetError(f"{what}: every class needs at least 2 rows; too few for {', '.join(small[:5])}{more}")
-
-
-def _labels_of(values: np.ndarray, what: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """Numeric target (N,) → (y, classes): classes for integer labels, None for a regression.
-
-    Integer dtypes are labels; float values are labels only if all are integers and there are
-    at most MAX_CLASSES_FOR_INTEGERS of them (a price in whole dollars is still a regression)."""
-    if not np.isfinite(values).all():
-        row = int(np.flatnonzero(~np.isfinite(values))[0]) + 1
-        raise DatasetError(f"{what} has a non-finite value ({values[row - 1]}) in row {row}")
-    distinct = np.unique(values)
-    is_integer = values.dtype.kind in "biu" or bool(np.all(distinct == np.round(distinct)))
-    if values.dtype.kind == "f" and (not is_integer or len(distinct) > MAX_CLASSES_FOR_INTEGERS):
-        if len(distinct) < 2:
-            raise DatasetError(f"{what} has a single value ({distinct[0]}): there is nothing to predict")
-        return values.astype(np.float32), None
-    classes = tuple(str(int(v)) for v in distinct)  # numeric order: "2" before "10"
-    y = np.searchsorted(distinct, values).astype(np.int64)
-    _check_labels(y, classes, what)
-    return y, classes
-
-
-def _check_rows(n: int, what: str) -> None:
-    if n < MIN_ROWS:
-        raise DatasetError(f"{what} has {n} rows; at least {MIN_ROWS} are needed")
-
-
-def _read_table(data: bytes, max_rows: int | None) -> tuple[list[str], list[list[str]]]:
-    """The header and the cells (as text, by column) of a CSV file."""
-    import pandas as pd  # not at import time: ml.datasets is imported by the API to describe built-ins
-
+def _text(data: bytes) -> str:
     try:
         text = data.decode("utf-8-sig")  # utf-8-sig: drop the byte-order mark Excel writes
     except UnicodeDecodeError as exc:
         raise DatasetError(f"the file is not UTF-8 text (byte {exc.start}): upload a UTF-8 CSV") from exc
     if not text.strip():
         raise DatasetError("the file is empty: expected a CSV with a header line")
-    try:
-        # Everything as text so that every cell is checked here, with its row and column.
-        table = pd.read_csv(
-            io.StringIO(text),
-            header=None,
-            dtype=str,
-            keep_default_na=False,
-            skip_blank_lines=True,
-            nrows=None if max_rows is None else max_rows + 2,
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise DatasetError(f"the file is not a readable CSV: {str(exc).strip()}") from exc
-    header = [str(h).strip() for h in table.iloc[0].fillna("")]
-    if max_rows is not None and len(table) - 1 > max_rows:
-        raise DatasetError(f"the file has more than {max_rows} data rows, the limit for an upload")
-    columns = [table.iloc[1:, i].tolist() for i in range(table.shape[1])]
-    return header, columns
-
-
-def _cells(cells: list, column: str) -> pd.Series:
-    """One column's cells as stripped text; refuses a missing cell, naming its row."""
-    import pandas as pd
-
-    text = pd.Series(cells, dtype=object).fillna("").astype(str).str.strip()
-    missing = text.str.lower().isin(_MISSING).to_numpy()
-    if missing.any():
-        row = int(np.flatnonzero(missing)[0]) + 1
-        raise DatasetError(f"column {column!r} has a missing value in row {row} ({int(missing.sum())} in all)")
     return text
 
 
-def _numbers(text: pd.Series) -> np.ndarray:
-    """(N,) float64, NaN where a cell is not a number ("inf" is a number, refused later)."""
-    import pandas as pd
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` with their endings, one at a time (io.StringIO would copy the text at
+    four bytes a character); csv joins the lines of a quoted multi-line cell itself."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
 
-    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+
+def _records(text: str) -> Iterator[list[str]]:
+    """The CSV's records, blank lines skipped; a malformed one is a DatasetError naming its line."""
+    reader = csv.reader(_lines(text))
+    try:
+        for record in reader:
+            if record and (len(record) > 1 or record[0].strip()):
+                yield record
+    except csv.Error as exc:  # e.g. a cell above csv's field size limit (131,072 characters)
+        raise DatasetError(f"the file is not a readable CSV: {exc} (line {reader.line_num})") from None
 
 
-def from_csv(data: bytes, target: str, *, name: str = "upload", max_rows: int | None = None) -> Dataset:
-    """A CSV with a header → a tabular Dataset: every column but `target` is a numeric feature.
+def _columns(names: list[str]) -> str:
+    more = f" and {len(names) - SHOWN_COLUMNS:,} more" if len(names) > SHOWN_COLUMNS else ""
+    return ", ".join(repr(_excerpt(h, 40)) for h in names[:SHOWN_COLUMNS]) + more
 
-    The task is a regression if the target is numeric with a non-integer value or more than 20
-    distinct values, else a classification (classes: the sorted distinct values, as text)."""
-    header, columns = _read_table(data, max_rows)
+
+def _header(record: list[str], text: str, target: str, limits: UploadLimits) -> tuple[list[str], int]:
+    """The column names (checked) and the target's index; the size limits checked first."""
+    columns = len(record)
+    if limits.max_columns is not None and columns > limits.max_columns:
+        raise DatasetTooLarge(
+            f"the header names {columns:,} columns, above the limit of {limits.max_columns:,}", "max_columns"
+        )
+    if limits.max_cells is not None:
+        rows = text.count("\n")  # an upper bound of the data rows (the header's line ends too)
+        if rows * columns > limits.max_cells:
+            raise DatasetTooLarge(
+                f"the file has up to {rows:,} rows × {columns:,} columns = {rows * columns:,} cells, "
+                f"above the limit of {limits.max_cells:,}",
+                "max_cells",
+            )
+    header = [h.strip() for h in record]
     unnamed = [i + 1 for i, h in enumerate(header) if not h]
     if unnamed:
         raise DatasetError(f"column {unnamed[0]} has no name in the header line")
-    duplicated = sorted({h for h in header if header.count(h) > 1})
+    for h in header:
+        check_name(h, "the column name")
+    duplicated = sorted(h for h, k in Counter(header).items() if k > 1)  # linear, not header.count(h)
     if duplicated:
-        raise DatasetError(f"duplicate column names in the header: {', '.join(map(repr, duplicated))}")
+        raise DatasetError(f"duplicate column names in the header: {_columns(duplicated)}")
     if target not in header:
-        raise DatasetError(f"no target column {target!r}; the columns are {', '.join(map(repr, header))}")
-    features = [h for h in header if h != target]
-    if not features:
+        raise DatasetError(f"no target column {_excerpt(target, 40)!r}; the columns are {_columns(header)}")
+    if columns < 2:
         raise DatasetError(f"the file has no feature column besides the target {target!r}")
-    n = len(columns[0])
-    _check_rows(n, "the file")
-    by_name = dict(zip(header, columns, strict=True))
+    return header, header.index(target)
 
-    x = np.empty((n, len(features)), dtype=np.float32)  # (N, F)
-    for j, column in enumerate(features):
-        text = _cells(by_name[column], column)
-        values = _numbers(text)
-        if np.isnan(values).any():
-            row = int(np.flatnonzero(np.isnan(values))[0]) + 1
-            raise DatasetError(
-                f"column {column!r} is not numeric: row {row} holds {text.iloc[row - 1]!r}; "
-                "every column but the target must hold numbers"
-            )
+
+def _finite32(value: float) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(value)))
+
+
+@dataclass
+class _Body:
+    """The body as it is read: the targets' cells, and the features (kept or only checked)."""
+
+    features: list[str]
+    keep: bool
+    rows: int = 0
+    targets: list[str] = field(default_factory=list)
+    blocks: list[np.ndarray] = field(default_factory=list)  # (rows, F) float32
+
+    def add(self, block: list[list[str]], first_row: int) -> None:
+        """Convert a block of rows (target cells removed) to float32, or refuse its first bad cell."""
+        cells = np.array(list(chain.from_iterable(block)), dtype=object)
+        try:
+            values = cells.astype(np.float64)  # float() per cell, in C: " 1.5", "1e3", "inf", "nan"
+        except ValueError:
+            self._refuse(block, first_row)
         with np.errstate(over="ignore"):
-            x[:, j] = values  # float64 → float32: beyond ±3.4e38 becomes inf, caught below
-        if not np.isfinite(x[:, j]).all():
-            row = int(np.flatnonzero(~np.isfinite(x[:, j]))[0]) + 1
+            x = values.astype(np.float32).reshape(len(block), len(self.features))  # beyond ±3.4e38: inf
+        if not np.isfinite(x).all():
+            self._refuse(block, first_row)
+        if self.keep:
+            self.blocks.append(x)
+
+    def _refuse(self, block: list[list[str]], first_row: int) -> NoReturn:
+        """The first bad cell of the block, in row then column order, named with its row."""
+        for i, record in enumerate(block):
+            for column, cell in zip(self.features, record, strict=True):
+                text = cell.strip()
+                row = first_row + i
+                if text.lower() in _MISSING:
+                    raise DatasetError(f"column {_excerpt(column, 40)!r} has a missing value in row {row}")
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise DatasetError(
+                        f"column {_excerpt(column, 40)!r} is not numeric: row {row} holds {_excerpt(text)!r}; "
+                        "every column but the target must hold numbers"
+                    ) from None
+                if not _finite32(value):
+                    raise DatasetError(
+                        f"column {_excerpt(column, 40)!r} has a non-finite value in row {row} ({_excerpt(text)!r}); "
+                        "only finite numbers (within float32 range) are accepted"
+                    )
+        raise DatasetError("a cell could not be read as a number")  # not reached: the block had a bad cell
+
+
+def _read(data: bytes, target: str, limits: UploadLimits, keep: bool) -> tuple[list[str], _Body]:
+    text = _text(data)
+    records = _records(text)
+    first = next(records, None)
+    if first is None:
+        raise DatasetError("the file is empty: expected a CSV with a header line")
+    header, t = _header(first, text, target, limits)
+    body = _Body([h for h in header if h != target], keep)
+    block: list[list[str]] = []
+    block_rows = max(1, BLOCK_CELLS // len(body.features))
+    for record in records:
+        body.rows += 1
+        if len(record) != len(header):
             raise DatasetError(
-                f"column {column!r} has a non-finite value in row {row} ({text.iloc[row - 1]!r}); "
-                "only finite numbers (within float32 range) are accepted"
+                f"the file is not a readable CSV: row {body.rows} has {len(record):,} cells but the header "
+                f"names {len(header):,} columns"
             )
-    what = f"target column {target!r}"
-    text = _cells(by_name[target], target)
-    values = _numbers(text)
-    if np.isnan(values).any():
-        # A text target ("yes"/"no", "setosa"...): its classes are its distinct values, sorted.
-        names, y = np.unique(text.to_numpy(dtype=str), return_inverse=True)
-        text_classes = tuple(str(c) for c in names)
-        y = y.astype(np.int64)
-        _check_labels(y, text_classes, what)
-        classes: tuple[str, ...] | None = text_classes
+        if limits.max_rows is not None and body.rows > limits.max_rows:
+            raise DatasetError(f"the file has more than {limits.max_rows} data rows, the limit for an upload")
+        body.targets.append(record.pop(t).strip())
+        block.append(record)
+        if len(block) == block_rows:
+            body.add(block, body.rows - len(block) + 1)
+            block = []
+    if block:
+        body.add(block, body.rows - len(block) + 1)
+    check_rows(body.rows, "the file")
+    return header, body
+
+
+def _target(cells: list[str], target: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    what = f"target column {_excerpt(target, 40)!r}"
+    missing = next((i for i, c in enumerate(cells) if c.lower() in _MISSING), None)
+    if missing is not None:
+        raise DatasetError(f"column {_excerpt(target, 40)!r} has a missing value in row {missing + 1}")
+    try:
+        values = np.array(cells, dtype=object).astype(np.float64)
+    except ValueError:
+        return text_labels(cells, what)  # classes: the distinct values, sorted
+    return labels_of(values, what)
+
+
+def read_csv(
+    data: bytes, target: str, *, name: str = "upload", limits: UploadLimits = NO_LIMITS, keep: bool = True
+) -> Dataset:
+    """A CSV with a header → a tabular Dataset: every column but `target` is a numeric feature.
+
+    The task is a regression if the target is numeric with a non-integer value or more than 20
+    distinct values, else a classification (classes: the sorted distinct values, as text).
+    `keep=False` checks every cell but keeps no features (x is empty): the API's description."""
+    header, body = _read(data, target, limits, keep)
+    y, classes = _target(body.targets, target)
+    features = body.features
+    n = body.rows
+    if keep:
+        x = np.concatenate(body.blocks) if len(body.blocks) != 1 else body.blocks[0]  # (N, F)
     else:
-        y, classes = _labels_of(values, what)
+        x = np.empty((0, len(features)), dtype=np.float32)
     info = DatasetInfo(
         name=name,
-        task=_task_of(classes),
+        task=task_of(classes),
         input_shape=(len(features),),
         features=tuple(features),
         targets=(Target(target, classes),),
@@ -178,70 +222,16 @@ def from_csv(data: bytes, target: str, *, name: str = "upload", max_rows: int | 
     return Dataset(info=info, x=x, y={target: y})
 
 
-def from_npz(data: bytes, *, name: str = "upload") -> Dataset:
-    """An .npz archive with x (N, F), (N, H, W) or (N, C, H, W) and y (N,) → a Dataset.
-
-    y of an integer dtype (or float holding at most 20 distinct integers) is a classification
-    with classes the sorted labels as text; other float y is a regression."""
-    # Look at the magic bytes first: np.load would otherwise read a pickle's header and answer
-    # with advice to unpickle it, which is never an option here.
-    if data.startswith(b"\x93NUMPY"):
-        raise DatasetError("the file is a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
-    if not data.startswith(b"PK"):
-        raise DatasetError("the file is not a readable .npz archive: write one with np.savez(f, x=x, y=y)")
-    try:
-        archive = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"the file is not a readable .npz archive (np.savez): {exc}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):  # a zip is always read as an archive; keeps types exact
-        raise DatasetError("expected an .npz archive with arrays 'x' and 'y'")
-    with archive:
-        arrays: dict[str, np.ndarray] = {}
-        for key in ("x", "y"):
-            if key not in archive.files:
-                held = ", ".join(map(repr, archive.files)) or "nothing"
-                raise DatasetError(f"the archive has no array {key!r} (it holds {held}); use np.savez(f, x=x, y=y)")
-            try:
-                arrays[key] = archive[key]
-            except ValueError as exc:  # an object array would need unpickling
-                raise DatasetError(f"array {key!r} has dtype object (pickled Python objects): save numbers") from exc
-    x, labels = arrays["x"], arrays["y"]
-    for key, array in arrays.items():
-        if array.dtype.kind not in "biuf":
-            raise DatasetError(f"array {key!r} has dtype {array.dtype}; expected integers or floats")
-    if x.ndim not in (2, 3, 4):
-        raise DatasetError(f"x has shape {x.shape}; expected (N, features), (N, H, W) or (N, C, H, W)")
-    if labels.ndim != 1:
-        raise DatasetError(f"y has shape {labels.shape}; expected (N,), one label or value per row of x")
-    if len(labels) != len(x):
-        raise DatasetError(f"x has {len(x)} rows but y has {len(labels)}")
-    _check_rows(len(x), "the archive")
-    if 0 in x.shape[1:]:
-        raise DatasetError(f"x has shape {x.shape}: no features")
-    with np.errstate(over="ignore"):
-        xf = x.astype(np.float32)  # beyond ±3.4e38 becomes inf, refused just below
-    if not np.isfinite(xf).all():
-        row = int(np.flatnonzero(~np.isfinite(xf.reshape(len(xf), -1)).all(axis=1))[0]) + 1
-        raise DatasetError(f"x has a non-finite value in row {row} (NaN, ±inf or beyond float32 range)")
-    if xf.ndim == 3:
-        xf = xf[:, None]  # (N, H, W) → (N, 1, H, W): one gray channel
-    y, classes = _labels_of(labels, "y")
-    image = xf.ndim == 4
-    info = DatasetInfo(
-        name=name,
-        task=_task_of(classes),
-        input_shape=tuple(int(s) for s in xf.shape[1:]),
-        features=tuple(f"c{i}" if image else f"x{i}" for i in range(xf.shape[1])),
-        targets=(Target("y", classes),),
-        n_samples=len(xf),
-        description=f"Uploaded NPZ: {len(xf)} {'images' if image else 'rows'} of shape {tuple(xf.shape[1:])}.",
-    )
-    return Dataset(info=info, x=xf, y={"y": y})
+def from_csv(data: bytes, target: str, *, name: str = "upload", max_rows: int | None = None) -> Dataset:
+    """`read_csv` with every array kept, at most `max_rows` data rows."""
+    return read_csv(data, target, name=name, limits=UploadLimits(max_rows=max_rows))
 
 
 def from_upload(fmt: str, data: bytes, info: dict, *, name: str = "upload") -> Dataset:
     """A stored upload rebuilt from its bytes: `fmt` "csv" or "npz", and `info` the description
     stored beside it (`DatasetInfo.to_dict()`, which names a CSV's target column)."""
+    from ml.datasets.npz import from_npz
+
     if fmt == "npz":
         return from_npz(data, name=name)
     if fmt != "csv":

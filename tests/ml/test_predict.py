@@ -64,7 +64,8 @@ def test_inputs_that_do_not_fit_are_refused_with_the_row(spirals_model: bytes, i
 
 def test_regression_predictions_are_in_usd_and_match_the_reported_rmse() -> None:
     spec = {"dataset": {"name": "house_prices"}, "model": {"hidden_layers": 2, "neurons": 8},
-            "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 64, "epochs": 30}  # fmt: skip
+            "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 64, "epochs": 30,
+            "keep": "last"}  # fmt: skip
     result = train(spec)
     predictor = load_predictor(result.artifact)
     checked = validate_spec(spec)
@@ -99,7 +100,8 @@ def test_evaluation_on_a_split_matches_the_validation_metrics_and_reports_covera
     from ml.evaluate import evaluate
 
     spec = {"dataset": {"name": "house_prices"}, "loss": "gaussian_nll", "model": {"hidden_layers": 2, "neurons": 8},
-            "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 64, "epochs": 15}  # fmt: skip
+            "optimizer": {"name": "adam", "lr": 0.01}, "batch_size": 64, "epochs": 15,
+            "keep": "last"}  # fmt: skip
     result = train(spec)
     predictor = load_predictor(result.artifact)
     dataset = load_dataset(validate_spec(spec).spec)
