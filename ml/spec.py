@@ -8,22 +8,50 @@ Nothing here imports torch: the API validates specs without loading training cod
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ml import layers as L
-from ml.datasets.base import DatasetInfo, Target
+from ml.datasets.base import DatasetError, DatasetInfo, Target
 from ml.datasets.catalog import BUILTINS, describe_builtin
+from ml.datasets.split import split_sizes
 
 Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu"]
 Loss = Literal["mse", "bce", "ce", "gaussian_nll"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields refused, and no lax coercion: a bool or a string is never taken for a
+    number (`epochs: true`, `lr: "0.1"` are 422s), a float never for an integer (`epochs: 3.0`);
+    an integer is a float where one is expected (`lr: 1`). NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+def _no_control_characters(value: str) -> str:
+    """Names go into tables, logs and the database (PostgreSQL refuses NUL in text)."""
+    for i, char in enumerate(value):
+        if unicodedata.category(char) == "Cc":
+            raise ValueError(f"must not contain control characters (U+{ord(char):04X} at position {i})")
+    return value
+
+
+# A short name a person gave (an experiment, a sweep, a sweep row): printable, 1 to N characters.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_characters)]
+LongName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
 
 
 class SplitSpec(_Strict):
@@ -48,8 +76,8 @@ class NormalizeSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    name: str | None = Field(None, description="a built-in dataset")
-    id: str | None = Field(None, description="an uploaded dataset's id")
+    name: LongName | None = Field(None, description="a built-in dataset")
+    id: LongName | None = Field(None, description="an uploaded dataset's id")
     params: dict[str, Any] = Field(default_factory=dict, description="the built-in's parameters")
     split: SplitSpec = Field(default_factory=SplitSpec)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds generation and the split")
@@ -64,15 +92,32 @@ class DatasetSpec(_Strict):
         return self
 
 
+DENSE_DEFAULTS: dict[str, Any] = {"hidden_layers": 1, "neurons": 16}
+
+
+def _widths_alone(data: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """`widths` or `hidden_layers` × `neurons`, not both. A normalized spec lists every field with
+    its default, so the rule refuses `hidden_layers` and `neurons` next to `widths` only when they
+    differ from their defaults (a user who writes both with the default values loses nothing)."""
+    if data.get("widths") is None:
+        return
+    given = [k for k, default in defaults.items() if data.get(k, default) != default]
+    if given:
+        raise ValueError(
+            f"give either widths (the width of each hidden layer) or {' and '.join(given)}, not both: "
+            f"widths {data['widths']!r:.100} already sets every hidden layer"
+        )
+
+
 class ArchitectureSpec(_Strict):
     """Layers of one network: convolutions (cnn) then dense hidden layers; the output layer is
     added from the dataset's targets."""
 
     type: Literal["mlp", "cnn"] = "mlp"
-    hidden_layers: int = Field(1, ge=0, le=64, description="dense hidden layers (ignored when widths is set)")
-    neurons: int = Field(16, ge=1, le=65_536, description="width of each dense hidden layer")
+    hidden_layers: int = Field(1, ge=0, le=64, description="dense hidden layers (or widths)")
+    neurons: int = Field(16, ge=1, le=65_536, description="width of each dense hidden layer (or widths)")
     widths: list[Annotated[int, Field(ge=1, le=65_536)]] | None = Field(
-        None, max_length=64, description="explicit widths of the dense hidden layers"
+        None, max_length=64, description="the width of each dense hidden layer, instead of hidden_layers × neurons"
     )
     activation: Activation = "relu"
     conv_layers: int = Field(0, ge=0, le=32, description="cnn only: number of convolutions")
@@ -93,6 +138,7 @@ class ArchitectureSpec(_Strict):
                 wrong = [k for k, v in defaults.items() if data.get(k, v) not in (v, None)]
                 if wrong:
                     raise ValueError(f"{', '.join(wrong)} apply to type 'cnn' only; set type: cnn")
+            _widths_alone(data, DENSE_DEFAULTS)
         return data
 
     @property
@@ -112,6 +158,13 @@ class OverrideSpec(_Strict):
     filters: int | None = Field(None, ge=1, le=4096)
     kernel_size: int | None = Field(None, ge=1, le=64)
     pool: int | None = Field(None, ge=2, le=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _widths_or_dense(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _widths_alone(data, {"hidden_layers": None, "neurons": None})
+        return data
 
     def over(self, base: ArchitectureSpec) -> ArchitectureSpec:
         merged = base.model_dump()
@@ -162,7 +215,7 @@ class EarlyStoppingSpec(_Strict):
 
 
 class ExperimentSpec(_Strict):
-    name: str = Field("experiment", min_length=1, max_length=100)
+    name: Name = Field("experiment", description="1 to 100 characters, no control characters")
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss | None = Field(None, description="default: bce (binary), ce (classes), mse (regression)")
@@ -178,7 +231,7 @@ class ExperimentSpec(_Strict):
     def _batch_size(cls, v: Any) -> Any:
         if v == "full" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1_000_000):
             return v
-        raise ValueError(f"batch_size must be an integer from 1 to 1,000,000 or 'full', not {v!r}")
+        raise ValueError(f"batch_size must be an integer from 1 to 1,000,000 or 'full', not {v!r:.100}")
 
 
 EXAMPLE_SPEC: dict[str, Any] = {
@@ -237,6 +290,7 @@ def validate_spec(
     spec = spec.model_copy(
         update={"loss": loss, "dataset": spec.dataset.model_copy(update={"params": params})}, deep=True
     )
+    _check_batch_size(spec, info)
     plan = plan_network(spec, info)
     if max_params is not None and plan.params > max_params:
         raise _error(
@@ -246,6 +300,24 @@ def validate_spec(
             "too_many_parameters",
         )
     return CheckedSpec(spec=spec, task=info.task, param_count=plan.params, info=info, plan=plan)
+
+
+def _check_batch_size(spec: ExperimentSpec, info: DatasetInfo) -> None:
+    """A batch larger than the training split would silently be the whole split: refused, with
+    the split's size, so the user writes that number or "full"."""
+    split = spec.dataset.split
+    try:
+        train = split_sizes(info.n_samples, split.val, split.test)["train"]
+    except DatasetError as exc:
+        raise _error(("dataset", "split"), str(exc)) from None
+    if isinstance(spec.batch_size, int) and spec.batch_size > train:
+        raise _error(
+            ("batch_size",),
+            f"batch_size {spec.batch_size:,} is larger than the training split of {info.name} "
+            f"({train:,} of {info.n_samples:,} rows with val={split.val:g}, test={split.test:g}); "
+            f'use at most {train:,}, or "full"',
+            "batch_size_too_large",
+        )
 
 
 def _message(msg: str) -> str:
@@ -274,7 +346,7 @@ def _dataset_info(
         )
     builtin = BUILTINS[ds.name]
     try:
-        params = builtin.params.model_validate(ds.params)
+        params = builtin.params.model_validate(ds.params, strict=True)  # no "2000" for 2000, as in the spec
     except ValidationError as exc:
         raise SpecInvalid(
             [{"loc": ["dataset", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
