@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from ml.datasets.base import DatasetInfo
-from ml.spec import CheckedSpec, ExperimentSpec, SpecInvalid, validate_spec
+from ml.spec import CheckedSpec, ExperimentSpec, LongName, SpecInvalid, validate_spec
 
 MAX_NAME = 100  # ExperimentSpec.name's limit
 MAX_REPORTED_ERRORS = 50
@@ -118,7 +118,7 @@ class RandomSearch(_Strict):
 class SweepRequest(_Strict):
     """The body of `POST /sweeps` (and a study file without its `report` and `evaluate`)."""
 
-    name: str = Field("sweep", min_length=1, max_length=200)
+    name: LongName = Field("sweep", description="1 to 200 characters, no control characters")
     base: dict[str, Any] = Field(description="the spec every row starts from")
     variants: list[dict[str, Any]] | None = Field(
         None, min_length=1, description='rows: {"name": ..., "<dotted.path>": value, ...}'
