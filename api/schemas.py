@@ -24,7 +24,14 @@ UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 
 class ExperimentMetrics(BaseModel):
     latest: dict[str, Any] | None = Field(None, description="validation metrics of the last epoch (with `epoch`)")
-    best: dict[str, Any] | None = Field(None, description="the best validation metrics so far (with `epoch`)")
+    best: dict[str, Any] | None = Field(
+        None, description="the best validation metrics so far by the ranking rule (with `epoch`)"
+    )
+    served: dict[str, Any] | None = Field(
+        None,
+        description="the validation metrics of the kept weights (spec `keep`), the model that predictions, "
+        "evaluations, plots and the download use (with `epoch`)",
+    )
 
 
 class ExperimentRead(BaseModel):
@@ -64,7 +71,7 @@ class ExperimentRead(BaseModel):
             task=row.task,
             param_count=row.param_count,
             epochs_done=row.epochs_done,
-            metrics=ExperimentMetrics(latest=row.latest_metrics, best=row.best_metrics),
+            metrics=ExperimentMetrics(latest=row.latest_metrics, best=row.best_metrics, served=row.served_metrics),
             test_evaluations=row.test_evaluations,
             error=row.error,
             sweep_id=row.sweep_id,

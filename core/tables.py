@@ -98,6 +98,7 @@ class Experiment(Base):
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     latest_metrics: Mapped[dict[str, Any] | None]
     best_metrics: Mapped[dict[str, Any] | None]
+    served_metrics: Mapped[dict[str, Any] | None]  # of the kept weights (spec `keep`), what is served
     error: Mapped[str | None] = mapped_column(Text)
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"))
     dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))

@@ -90,11 +90,3 @@ class Objective:
     def metrics(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:
         return {k: float(v) for k, v in self.metric_tensors(out, y).items()}
 
-
-def higher_is_better(metric: str) -> bool:
-    return metric.startswith("val_accuracy")
-
-
-def main_metric(metrics: dict[str, float]) -> str:
-    """The metric that ranks runs: validation accuracy, else RMSE."""
-    return "val_accuracy" if "val_accuracy" in metrics else "val_rmse"

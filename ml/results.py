@@ -45,7 +45,8 @@ class TrainResult:
     param_count: int
     train_seconds: float
     error: str | None = None  # why it diverged
-    best: dict[str, float] = field(default_factory=dict)  # best validation metrics (+ "epoch")
+    best: dict[str, float] = field(default_factory=dict)  # best validation metrics (+ "val_loss", "epoch")
+    served: dict[str, float] = field(default_factory=dict)  # those of the kept weights (the artifact's)
 
     def summary(self) -> dict:
         d = asdict(self)

@@ -1,5 +1,12 @@
 """One run's bookkeeping, shared by the single trainer and the group trainer: its history, best
-metrics, early stopping, last finite weights, and the checkpoint and artifact it produces.
+metrics, early stopping, last finite weights, the kept weights, and the checkpoint and artifact
+it produces.
+
+The kept weights are what the run serves (`keep: best`, the default: the best epoch by the one
+ranking rule of `ml.ranking`; `keep: last`: the last finite epoch). They are copied only when an
+epoch ranks better than every earlier one, and the checkpoint holds them with the ranking state,
+so a resumed run keeps exactly the model an uninterrupted one would. Early stopping decides only
+when to stop (patience on the validation loss); what is kept is the same rule as without it.
 
 Weights are a run's flat parameter vector (`ml.optim.flatten_parameters`): for a group member,
 its row of the group's [K, P] buffer. So a member's checkpoint and artifact are byte-for-byte
@@ -18,7 +25,7 @@ import torch
 from ml.artifact import read_checkpoint, save_artifact, save_checkpoint
 from ml.data import Normalization
 from ml.networks import Network
-from ml.objective import higher_is_better, main_metric
+from ml.ranking import is_better
 from ml.results import EpochResult, RunStatus, TrainResult
 from ml.spec import CheckedSpec, ExperimentSpec
 
@@ -50,43 +57,51 @@ class RunBook:
     def __init__(self, checked: CheckedSpec, norm: Normalization, params: torch.Tensor) -> None:
         self.checked = checked
         self.spec = checked.spec
+        self.keep_best = self.spec.keep == "best"
         self.norm = norm
         self.epoch = 0
         self.history: list[EpochResult] = []
-        self.best: dict[str, float] = {}
+        self.best: dict[str, float] = {}  # the best epoch by the ranking rule: its metrics, val_loss, epoch
         self.last_good = params.detach().clone()  # weights after the last finite epoch
-        self.best_params: torch.Tensor | None = None  # early stopping: weights of the best val_loss
-        self.best_val_loss = math.inf
+        self.kept: torch.Tensor | None = None  # keep: best: the best epoch's weights (None before one)
+        self.best_val_loss = math.inf  # early stopping's own bookkeeping
         self.bad_epochs = 0
 
+    @property
+    def served(self) -> dict[str, float]:
+        """The validation metrics of the kept weights (with `val_loss` and `epoch`)."""
+        if self.keep_best or not self.history:
+            return self.best
+        return _metrics_of(self.history[-1])
+
     def record(self, result: EpochResult, params: torch.Tensor) -> bool:
-        """Keep a finite epoch; update best metrics and early stopping. True: time to stop."""
+        """Keep a finite epoch; update the best epoch, the kept weights and early stopping.
+        True: time to stop."""
         self.epoch = result.epoch
         self.history.append(result)
         self.last_good.copy_(params)
-        key = main_metric(result.metrics)
-        if key in result.metrics:
-            value = result.metrics[key]
-            if not self.best or (value > self.best[key] if higher_is_better(key) else value < self.best[key]):
-                self.best = {**result.metrics, "val_loss": result.val_loss, "epoch": result.epoch}
+        metrics = _metrics_of(result)
+        if is_better(metrics, self.best):
+            self.best = metrics
+            if self.keep_best:  # a copy only when the epoch improves
+                if self.kept is None:
+                    self.kept = params.detach().clone()
+                else:
+                    self.kept.copy_(params)
         es = self.spec.early_stopping
         if es is None:
             return False
         if result.val_loss < self.best_val_loss - es.min_delta:
             self.best_val_loss = result.val_loss
             self.bad_epochs = 0
-            if self.best_params is None:
-                self.best_params = params.detach().clone()
-            else:
-                self.best_params.copy_(params)
             return False
         self.bad_epochs += 1
         return self.bad_epochs >= es.patience
 
     def checkpoint(self, params: torch.Tensor, optimizer_state: dict[str, torch.Tensor]) -> bytes:
         tensors = {"params": params, **optimizer_state}
-        if self.best_params is not None:
-            tensors["best_params"] = self.best_params
+        if self.kept is not None:
+            tensors["kept_params"] = self.kept
         state = {
             "epoch": self.epoch,
             "spec": spec_digest(self.spec),
@@ -103,23 +118,33 @@ class RunBook:
         if state["spec"] != spec_digest(self.spec):
             raise ValueError("this checkpoint belongs to another spec")
         self.last_good.copy_(tensors["params"])
-        if "best_params" in tensors:
-            self.best_params = tensors["best_params"].to(device)
         self.epoch = int(state["epoch"])
         self.best = state["best"]
         self.best_val_loss = state["best_val_loss"] if state["best_val_loss"] is not None else math.inf
         self.bad_epochs = int(state["bad_epochs"])
         self.history = [epoch_from_row(r) for r in state["history"]]
+        if "kept_params" in tensors:
+            self.kept = tensors["kept_params"].to(device)
+        elif self.keep_best and self.history:
+            # A checkpoint written before kept weights existed: its best epoch's weights are
+            # gone, so the weights it has become the kept ones, and the metrics say so.
+            self.kept = tensors["params"].to(device)
+            self.best = _metrics_of(self.history[-1])
         return {k: v.to(device) for k, v in tensors.items()}
 
     def artifact(self, network: Network, flat: torch.Tensor) -> bytes:
-        """The artifact of the last finite epoch's weights (the best epoch's under early
-        stopping), written through `network`, whose parameters are views of `flat`."""
-        chosen = self.best_params if self.best_params is not None else self.last_good
+        """The artifact of the kept weights, written through `network`, whose parameters are
+        views of `flat`."""
+        chosen = self.kept if self.kept is not None else self.last_good
         current = flat.clone()
         flat.copy_(chosen)
         try:
-            extra = {"epochs_done": self.epoch, "param_count": self.checked.param_count, "task": self.checked.task}
+            extra = {
+                "epochs_done": self.epoch,
+                "kept_epoch": int(self.served.get("epoch", self.epoch)),
+                "param_count": self.checked.param_count,
+                "task": self.checked.task,
+            }
             return save_artifact(
                 network, self.spec.model_dump(mode="json"), self.checked.info, self.norm.to_tensors(), extra
             )
@@ -139,4 +164,10 @@ class RunBook:
             train_seconds=seconds,
             error=error,
             best=self.best,
+            served=self.served,
         )
+
+
+def _metrics_of(result: EpochResult) -> dict[str, float]:
+    """An epoch as the ranking and `metrics.best`/`served` see it."""
+    return {**result.metrics, "val_loss": result.val_loss, "epoch": result.epoch}

@@ -208,7 +208,7 @@ class OptimizerSpec(_Strict):
 
 class EarlyStoppingSpec(_Strict):
     """Stop when the validation loss has not improved by min_delta for `patience` epochs; the
-    artifact then holds the best epoch's weights."""
+    artifact holds the kept weights (`keep`), as without early stopping."""
 
     patience: int = Field(ge=1, le=100_000)
     min_delta: float = Field(0.0, ge=0.0)
@@ -225,6 +225,10 @@ class ExperimentSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="initialization and shuffling")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping: EarlyStoppingSpec | None = None
+    keep: Literal["best", "last"] = Field(
+        "best",
+        description="the weights a run keeps and serves: the best validation epoch (ml.ranking) or the last",
+    )
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
 from core.settings import get_settings
 from core.tables import utcnow
+from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
 from worker.runner import (
     CANCEL_POLL_SECONDS,
@@ -29,8 +30,9 @@ from worker.runner import (
     _resume_point,
     choose_threads,
     epoch_metrics,
-    is_better,
+    keeps_best,
     over_time_limit,
+    served_of,
     time_limit_error,
 )
 
@@ -119,8 +121,9 @@ class GroupRun:
                 results = by_member[i]
                 if tries > 1:  # the commit of a lost try may have landed: write these epochs again
                     metrics_repo.delete_after(session, m.experiment_id, results[0].epoch - 1)
-                last = results[-1]
-                progress.append(experiments_repo.Progress(m.experiment_id, last.epoch, epoch_metrics(last), best[i]))
+                latest = epoch_metrics(results[-1])
+                served = served_of(keeps_best(m.spec), latest, best[i])
+                progress.append(experiments_repo.Progress(m.experiment_id, results[-1].epoch, latest, best[i], served))
                 rows += [epoch_row(m.experiment_id, r) for r in results]
             experiments_repo.record_progress_many(session, progress)
             metrics_repo.add_epochs(session, rows)
@@ -178,6 +181,7 @@ class GroupRun:
             train_seconds=result.train_seconds,
             epochs_done=result.epochs_done,
             best=best,
+            served=_clean(result.served) if result.artifact is not None else None,
             artifact=result.artifact,
         )
 

@@ -24,6 +24,7 @@ from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
 from core.settings import Settings, get_settings
 from core.tables import utcnow
+from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
 
 log = logging.getLogger("labtrain.worker")
@@ -49,16 +50,14 @@ def epoch_metrics(row: EpochResult | dict[str, Any]) -> dict[str, Any]:
     return _clean(row)
 
 
-def is_better(new: dict[str, Any], best: dict[str, Any] | None) -> bool:
-    """Higher validation accuracy, else lower validation RMSE, else lower validation loss."""
-    if not best:
-        return True
-    for key, higher in (("val_accuracy", True), ("val_rmse", False), ("val_loss", False)):
-        a, b = new.get(key), best.get(key)
-        if a is None or b is None:
-            continue
-        return a > b if higher else a < b
-    return False
+def keeps_best(spec: dict[str, Any]) -> bool:
+    """The spec's `keep` (absent from specs stored before it existed: the default, as training reads it)."""
+    return spec.get("keep", "best") == "best"
+
+
+def served_of(keep_best: bool, latest: dict[str, Any] | None, best: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What `metrics.served` says while a run trains: the epoch whose weights it keeps so far."""
+    return best if keep_best else latest
 
 
 def _has_conv(spec: dict[str, Any]) -> bool:
@@ -97,7 +96,13 @@ def time_limit_error(settings: Settings) -> str:
 
 
 def write_epoch(
-    session: Any, experiment_id: str, attempt: int, result: EpochResult, latest: dict[str, Any], best: Any
+    session: Any,
+    experiment_id: str,
+    attempt: int,
+    result: EpochResult,
+    latest: dict[str, Any],
+    best: Any,
+    served: dict[str, Any] | None,
 ) -> None:
     """One epoch's metrics row and the experiment's progress (the caller has checked the fence)."""
     metrics_repo.add_epoch(
@@ -110,17 +115,18 @@ def write_epoch(
         seconds=result.seconds,
     )
     experiments_repo.record_progress(
-        session, experiment_id, attempt, epochs_done=result.epoch, latest=latest, best=best
+        session, experiment_id, attempt, epochs_done=result.epoch, latest=latest, best=best, served=served
     )
 
 
 class Run:
     """The callbacks `ml.train.train` calls, bound to one claimed attempt."""
 
-    def __init__(self, experiment_id: str, attempt: int, best: dict[str, Any] | None) -> None:
+    def __init__(self, experiment_id: str, attempt: int, best: dict[str, Any] | None, keep_best: bool) -> None:
         self.experiment_id = experiment_id
         self.attempt = attempt
         self.best = best
+        self.keep_best = keep_best
         self.lost = False  # another attempt took the experiment over: write nothing more
         self.cancelled = False
         self._last_poll = 0.0
@@ -141,7 +147,8 @@ class Run:
                 return False
             if tries > 1:  # the commit of a lost try may have landed: write this epoch again
                 metrics_repo.delete_after(session, self.experiment_id, result.epoch - 1)
-            write_epoch(session, self.experiment_id, self.attempt, result, latest, self.best)
+            served = served_of(self.keep_best, latest, self.best)
+            write_epoch(session, self.experiment_id, self.attempt, result, latest, self.best, served)
             return True
 
         self.lost = not in_session(write)
@@ -193,7 +200,11 @@ def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes
         latest = epoch_metrics({"epoch": row.epoch, "val_loss": row.val_loss, **row.metrics})
         if is_better(latest, best):
             best = latest
-    experiments_repo.record_progress(session, experiment_id, attempt, epochs_done=done, latest=latest, best=best)
+    experiment = experiments_repo.get(session, experiment_id)
+    served = served_of(keeps_best(experiment.spec) if experiment is not None else True, latest, best)
+    experiments_repo.record_progress(
+        session, experiment_id, attempt, epochs_done=done, latest=latest, best=best, served=served
+    )
     return blob, best
 
 
@@ -228,7 +239,7 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
     from ml.train import train
     from worker.datasets import upload_of
 
-    run = Run(experiment_id, attempt, best)
+    run = Run(experiment_id, attempt, best, keeps_best(spec_payload))
     try:
         spec = ExperimentSpec.model_validate(spec_payload)
         device = settings.device if spec.device == "auto" else spec.device
@@ -262,6 +273,7 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
         train_seconds=result.train_seconds,
         epochs_done=result.epochs_done,
         best=best,
+        served=_clean(result.served) if result.artifact is not None else None,
         artifact=result.artifact,
     )
 

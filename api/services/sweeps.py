@@ -43,6 +43,7 @@ from core.settings import Settings
 from core.tables import Experiment, Sweep
 from ml.cells import csv_cell, markdown_cell
 from ml.grouping import plan_groups
+from ml.ranking import rank_key
 from ml.sweeps import MAX_REPORTED_ERRORS, CheckedMember, SweepInvalid, SweepRequest, check_sweep
 
 # A sweep's Idempotency-Key is stored on its first member, prefixed: the experiments' unique
@@ -351,9 +352,9 @@ def build_table(members: list[dict[str, Any]], experiments: list[Experiment], re
     if metric is not None:
         candidates = [r for r in rows if r["status"] == "succeeded" and r[metric] is not None]
         if candidates:
-            # Higher accuracy or lower RMSE; among equals the smaller network, then the first row.
-            sign = -1.0 if metric.startswith("val_accuracy") else 1.0
-            min(candidates, key=lambda r: (sign * r[metric], r["par"]))["best"] = True
+            # The one ranking rule (ml.ranking) on the row's means; among equals the smaller
+            # network, then the first row.
+            min(candidates, key=lambda r: (rank_key(r), r["par"]))["best"] = True
     columns = [c for c in (rows[0] if rows else {"name": None}) if c != "experiment_ids"]
     return Table(metric, metrics, repeats, columns, rows)
 

@@ -158,6 +158,7 @@ def record_progress(
     epochs_done: int,
     latest: dict[str, Any] | None,
     best: dict[str, Any] | None,
+    served: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> bool:
     """Progress and heartbeat of the run holding `attempt`; False when the run lost the experiment."""
@@ -165,6 +166,7 @@ def record_progress(
         "epochs_done": epochs_done,
         "latest_metrics": latest,
         "best_metrics": best,
+        "served_metrics": served,
         "heartbeat_at": utcnow(),
     }
     if device is not None:
@@ -199,6 +201,7 @@ class Progress:
     epochs_done: int
     latest: dict[str, Any] | None
     best: dict[str, Any] | None
+    served: dict[str, Any] | None = None
 
 
 def record_progress_many(session: Session, progress: list[Progress]) -> None:
@@ -206,7 +209,13 @@ def record_progress_many(session: Session, progress: list[Progress]) -> None:
     `hold_many` in this transaction (this statement checks no attempt)."""
     if progress:
         rows = [
-            {"id": p.experiment_id, "epochs_done": p.epochs_done, "latest_metrics": p.latest, "best_metrics": p.best}
+            {
+                "id": p.experiment_id,
+                "epochs_done": p.epochs_done,
+                "latest_metrics": p.latest,
+                "best_metrics": p.best,
+                "served_metrics": p.served,
+            }
             for p in progress
         ]
         session.execute(update(Experiment), rows)  # ORM bulk UPDATE by primary key
@@ -255,8 +264,10 @@ def finish(
     train_seconds: float | None = None,
     epochs_done: int | None = None,
     best: dict[str, Any] | None = None,
+    served: dict[str, Any] | None = None,
 ) -> bool:
-    """The one terminal status of the run holding `attempt`; False when it no longer held it."""
+    """The one terminal status of the run holding `attempt`; False when it no longer held it.
+    `served`: the validation metrics of the stored model (None: keep what progress wrote)."""
     values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(), "heartbeat_at": utcnow()}
     if device is not None:
         values["device"] = device
@@ -266,6 +277,8 @@ def finish(
         values["epochs_done"] = epochs_done
     if best:
         values["best_metrics"] = best
+    if served:
+        values["served_metrics"] = served
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
     return rowcount(result) == 1
 
