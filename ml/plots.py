@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from ml.data import split_of
@@ -19,9 +20,6 @@ from ml.figures import figure, number_axis, png
 from ml.plot_format import KeptEpoch, PlotError, Wording, log_scale, wording
 from ml.predict import Predictor
 from ml.spec import ExperimentSpec
-
-SIZE = (8.0, 5.0)  # inches: 800 x 500 pixels
-
 
 # Which panel a validation metric goes on (one panel per quantity), by key prefix, and its title.
 QUANTITIES = (
@@ -62,6 +60,13 @@ def _series_label(key: str, keys: Sequence[str]) -> str:
 def learning_curves(
     rows: Sequence[dict[str, Any]], title: str, *, kept: KeptEpoch | None = None, unit: str | None = None
 ) -> bytes:
+    """curves_figure as PNG bytes: 1000 x 400 for two panels, 1000 x 700 for three or four."""
+    return png(curves_figure(rows, title, kept=kept, unit=unit))
+
+
+def curves_figure(
+    rows: Sequence[dict[str, Any]], title: str, *, kept: KeptEpoch | None = None, unit: str | None = None
+) -> Figure:
     """One panel per quantity against the epoch: the loss (train and validation), then each
     validation metric (accuracy, RMSE in `unit`, NLL, the within-σ shares beside their calibrated
     values). A panel is logarithmic when its values are positive and span more than two decades;
@@ -99,7 +104,7 @@ def learning_curves(
         ax.set_xlabel("epoch")
         ax.xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(title)
-    return png(fig)
+    return fig
 
 
 def _need_two_features(predictor: Predictor) -> None:
@@ -182,7 +187,13 @@ def sigma_wording(predictor: Predictor, dataset: Dataset) -> Wording:
 
 
 def sigma(predictor: Predictor, dataset: Dataset, feature: str, title: str) -> bytes:
-    """The report's Figure 1: σ(x) against one feature (top); μ ± 2σ with the data (bottom)."""
+    """sigma_figure as PNG bytes (800 x 700)."""
+    return png(sigma_figure(predictor, dataset, feature, title))
+
+
+def sigma_figure(predictor: Predictor, dataset: Dataset, feature: str, title: str) -> Figure:
+    """The report's Figure 1: σ(x) against one feature (top); μ ± 2σ with the data (bottom), in
+    the dataset's units (thousands separators) and words ("sales" only for house prices)."""
     _, values, mu, sd = sigma_curve(predictor, dataset, feature)
     j = predictor.info.features.index(feature)
     target = predictor.info.targets[0].name
@@ -200,7 +211,7 @@ def sigma(predictor: Predictor, dataset: Dataset, feature: str, title: str) -> b
     for axis in (top.yaxis, bottom.yaxis, bottom.xaxis):
         number_axis(axis)
     bottom.legend()
-    return png(fig)
+    return fig
 
 
 def confusion(predictor: Predictor, dataset: Dataset, title: str, split: str = "val") -> bytes:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from ml.figures import figure, number_axis, place_labels, png, thin_tick_labels
@@ -100,7 +101,12 @@ def _order(values: Sequence[Any]) -> list[Any]:
     return sorted(distinct) if all(is_number(v) for v in distinct) else distinct
 
 
-def compare(
+def compare(points: Sequence[Point], **options: Any) -> bytes:
+    """compare_figure as PNG bytes (800 x 500)."""
+    return png(compare_figure(points, **options))
+
+
+def compare_figure(
     points: Sequence[Point],
     *,
     x: str,
@@ -111,7 +117,7 @@ def compare(
     repeats: int = 1,
     lines: bool = False,
     annotate: bool = False,
-) -> bytes:
+) -> Figure:
     """The metric of every row against `x`: error bars of ± one standard deviation over the
     repeats, a colour per value of `color` (a legend, or a colour bar for many numbers), a line
     through each colour's points when `lines` (a grid), row names when `annotate` (variants),
@@ -185,4 +191,4 @@ def compare(
         first = best(usable, key=_y)
         ordered = [first, *(p for p in usable if p is not first)]
         place_labels(fig, ax, [(drawn[id(p)], _y(p), p.name) for p in ordered])
-    return png(fig)
+    return fig
