@@ -23,7 +23,7 @@ LastEventId = Annotated[
 ]
 STREAM: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/event-stream": {}}, "description": "the event stream; it ends after a terminal status"},
-    400: {"description": "Last-Event-ID is not an integer ≥ 0 (`InvalidLastEventId`)"},
+    400: {"description": "Last-Event-ID is not an integer from 0 to the stream's last id (`InvalidLastEventId`)"},
 }
 
 
@@ -33,11 +33,11 @@ def stream_experiment_events(
 ) -> EventSourceResponse:
     """Follow an experiment: `epoch` events (id: the epoch) and `status` events (id: epochs_done),
     the missed epochs first when resuming with Last-Event-ID; ends after a terminal status."""
-    after = service.parse_last_event_id(last_event_id)
+    service.parse_last_event_id(last_event_id)  # its form first, its range once the run is known
     experiment = get_experiment(uow.session, owner, experiment_id)
-    events = service.experiment_events(
-        request.app.state.sessionmaker, experiment.id, epochs=int(experiment.spec.get("epochs", 0)), after=after
-    )
+    epochs = int(experiment.spec.get("epochs", 0))
+    after = service.parse_last_event_id(last_event_id, last=epochs)
+    events = service.experiment_events(request.app.state.sessionmaker, experiment.id, epochs=epochs, after=after)
     return EventSourceResponse(events, ping=service.PING_SECONDS)
 
 
@@ -53,7 +53,7 @@ def stream_sweep_events(
     service.parse_last_event_id(last_event_id)
     sweep = get_sweep(uow.session, owner, sweep_id)
     epochs = service.sweep_epochs(uow.session, sweep.id)
-    events = service.sweep_events(
-        request.app.state.sessionmaker, sweep.id, epochs=epochs, size=len(sweep.spec.get("members", []))
-    )
+    size = len(sweep.spec.get("members", []))
+    service.parse_last_event_id(last_event_id, last=service.sweep_last_id(epochs, size))
+    events = service.sweep_events(request.app.state.sessionmaker, sweep.id, epochs=epochs, size=size)
     return EventSourceResponse(events, ping=service.PING_SECONDS)

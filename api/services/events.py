@@ -32,7 +32,7 @@ import anyio
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import InvalidLastEventId
+from api.errors import InvalidLastEventId, excerpt
 from api.schemas import epoch_row
 from api.services.sweeps import sweep_status
 from core.repositories import events as repo
@@ -42,22 +42,27 @@ from core.tables import TERMINAL_STATUSES, Sweep
 POLL_SECONDS = 0.5
 PING_SECONDS = 15.0
 STATUS_RANK = {"queued": 0, "running": 1}  # an ended member counts 2
+STATUS_RANK_ENDED = 2
 
 Event = dict[str, Any]  # {"event", "id", "data"}: what EventSourceResponse sends
 
 
-def parse_last_event_id(value: str | None) -> int:
-    """The epoch a client has seen (0 when it sent none); 400 for anything but an integer ≥ 0."""
+def parse_last_event_id(value: str | None, *, last: int | None = None) -> int:
+    """The event id a client has seen (0 when it sent none): 400 for anything but an integer
+    from 0 to `last`, the highest id the stream can send (an experiment's epochs; None: only the
+    form is checked, before the lookup), before the stream starts. A larger id would be echoed
+    back as if it had happened, and one past the database's integer range would abort the
+    stream after its 200."""
     if value is None or value.strip() == "":
         return 0
-    try:
-        n = int(value.strip())
-    except ValueError:
-        n = -1
-    if n < 0:
+    text = value.strip()
+    digits = text.isascii() and text.isdigit()
+    n = -1 if not digits else int(text) if len(text) <= 20 else 10**20  # past any run, never parsed whole
+    if n < 0 or (last is not None and n > last):
         raise InvalidLastEventId(
-            f"Last-Event-ID {value!r} is not an event id of this stream: send the integer `id:` of the last event "
-            "received (or no header to start from the first epoch)"
+            f"Last-Event-ID {excerpt(value, 40)!r} is not an event id of this stream: send the integer `id:` of the "
+            f"last event received, from 0 to {'its last' if last is None else f'{last:,}'} (or no header to start "
+            "from the first event)"
         )
     return n
 
@@ -107,6 +112,11 @@ def _sweep_poll(factory: Callable[[], Session], sweep_id: str) -> tuple[str | No
         return stored, repo.member_states(session, sweep_id) if stored is not None else []
 
 
+def sweep_last_id(epochs: dict[str, int], size: int) -> int:
+    """The highest id a sweep's stream can send: every member trained and ended."""
+    return sum(epochs.values()) + STATUS_RANK_ENDED * size
+
+
 def sweep_epochs(session: Session, sweep_id: str) -> dict[str, int]:
     """Each member's training epochs, from its spec (read once per stream)."""
     return {e.id: int(e.spec.get("epochs", 0)) for e in experiments_repo.list_in_sweep(session, sweep_id)}
@@ -123,7 +133,7 @@ async def sweep_events(
         stored, members = await run_in_threadpool(_sweep_poll, factory, sweep_id)
         if stored is None:
             return
-        progress = sum(m.epochs_done + STATUS_RANK.get(m.status, 2) for m in members)
+        progress = sum(m.epochs_done + STATUS_RANK.get(m.status, STATUS_RANK_ENDED) for m in members)
         last_id = max(last_id, progress)
         counts: dict[str, int] = {}
         for m in members:
