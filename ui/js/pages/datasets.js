@@ -26,7 +26,7 @@ export function render(ctx) {
   const body = h("tbody");
   const notice = h("div", { id: "datasets-notice", "aria-live": "polite" });
   const file = h("input", { type: "file", id: "upload-file", name: "file", accept: ".csv,.npz", required: true });
-  const target = h("input", { id: "upload-target", name: "target", placeholder: "target (CSV: default the `target` column)" });
+  const target = h("input", { id: "upload-target", name: "target", placeholder: "CSV: the column to predict" });
   const name = h("input", { id: "upload-name", name: "name", placeholder: "name (default: the file's)" });
   const result = h("div", { id: "upload-result", "aria-live": "assertive" });
   const form = h("form", { class: "upload", id: "upload-form", onsubmit: upload },
