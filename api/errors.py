@@ -147,8 +147,10 @@ DETAIL_CHARS = 2000  # of `detail`, which joins up to five messages
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
-    """`text`, or its first `limit` characters and how many there were."""
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+    """`text`, or its first `limit` characters and how many there were; always encodable as
+    UTF-8 (a lone surrogate becomes `?`)."""
+    cut = text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+    return cut.encode("utf-8", "replace").decode("utf-8")
 
 
 def _input_excerpt(value: Any) -> Any:
@@ -165,8 +167,9 @@ def _input_excerpt(value: Any) -> Any:
     if isinstance(value, bytes):
         return excerpt(value[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))
     try:
-        text = json.dumps(value, allow_nan=False, default=str)
-    except (ValueError, TypeError, RecursionError):
+        text = json.dumps(value, allow_nan=False, default=str, ensure_ascii=False)
+        text.encode("utf-8")  # a lone surrogate cannot be sent
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
         return excerpt(_REPR.repr(value))
     return value if len(text) <= EXCERPT_CHARS else excerpt(text)
 

@@ -8,7 +8,8 @@ JSON body is decoded once here, and answered 422 in the error envelope, with `lo
 place (`["body", "optimizer", "lr"]`), when it holds:
 - a non-finite number (`NaN`, `Infinity`, `-Infinity`) or one outside the 64-bit float range
   (`1e400`, an integer of more than 308 digits): type `finite_number`;
-- a NUL character (`\\u0000`) in a string or a key: type `string_nul`;
+- a NUL character (`\\u0000`) in a string or a key: type `string_nul`; a lone surrogate
+  (`\\ud800`, which no UTF-8 text can hold): type `string_unicode`;
 - more than MAX_DEPTH levels of arrays and objects: type `json_too_deep`.
 The whole body is read first, so the keep-alive connection stays usable after the 422. A body
 that is not JSON at all is left to FastAPI (a 422 `json_invalid`, or a 400 for bytes that are not
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,6 +33,9 @@ MAX_DEPTH = 32  # the deepest legitimate body (a sweep of multi-head specs, imag
 MAX_ERRORS = 20  # reported; the walk stops there
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FLOAT_MAX_DIGITS = 308  # an integer with more digits is outside the float range (±1.8e308)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Constant:
@@ -89,14 +94,14 @@ def problems(value: Any) -> list[dict[str, Any]]:
                 continue
             if isinstance(node, dict):
                 for key, item in node.items():
-                    if "\x00" in key:
-                        found.append(_nul([*path, key]))
+                    if "\x00" in key or _SURROGATE.search(key):
+                        found.append(_bad_text([*path, key], key))
                     stack.append((item, (*path, key)))
             else:
                 stack.extend((item, (*path, i)) for i, item in enumerate(node))
         elif isinstance(node, str):
-            if "\x00" in node:
-                found.append(_nul(list(path)))
+            if "\x00" in node or _SURROGATE.search(node):
+                found.append(_bad_text(list(path), node))
         elif isinstance(node, float):
             if not math.isfinite(node):
                 found.append(_out_of_range(list(path), "a number"))
@@ -114,8 +119,11 @@ def _out_of_range(loc: list[Any], what: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": "finite_number"}
 
 
-def _nul(loc: list[Any]) -> dict[str, Any]:
-    return {"loc": loc, "msg": "text must not contain NUL (\\u0000) characters", "type": "string_nul"}
+def _bad_text(loc: list[Any], text: str) -> dict[str, Any]:
+    if "\x00" in text:
+        return {"loc": loc, "msg": "text must not contain NUL (\\u0000) characters", "type": "string_nul"}
+    msg = "text must be valid Unicode: a lone surrogate (\\ud800-\\udfff) is not a character"
+    return {"loc": loc, "msg": msg, "type": "string_unicode"}
 
 
 class JsonGuardMiddleware:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Stack
+from tests.conftest import Stack, api_process
 from tests.integration.test_experiments import parked_spec, tiny_spec
 
 pytestmark = pytest.mark.integration
@@ -280,3 +280,29 @@ def test_table_cells_never_become_formulas_or_break_markdown(stack: Stack) -> No
     assert len(set(cells)) == 1, cells  # every line has the same number of cell separators
     assert "a\\|b" in markdown
     assert stack.client.post(f"/sweeps/{sweep_id}/cancel").status_code == 202
+
+
+@pytest.mark.timeout(90)
+def test_docs_need_a_key_and_load_nothing_from_outside(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
+    log = tmp_path_factory.mktemp("docs-keys") / "api.log"
+    with api_process(stack, {"LABTRAIN_API_KEYS": "alice:key-a"}, log, {}) as client:
+        for url in ["/docs", "/redoc", "/openapi.json", "/docs/assets/swagger-ui-bundle.js"]:
+            body = assert_envelope(client.get(url), 401)
+            assert body["error"] == "Unauthorized"
+            assert client.head(url).status_code == 401
+        key = {"X-API-Key": "key-a"}
+        assert client.get("/openapi.json", headers=key).json()["info"]["title"] == "labtrain"
+        for page in ["/docs", "/redoc"]:
+            html = client.get(page, headers={"Authorization": "Bearer key-a"})
+            assert html.status_code == 200
+            assert html.headers["content-type"].startswith("text/html")
+            urls = re.findall(r"""(?:src|href|url|spec-url)\s*[=:]\s*["']([^"']+)["']""", html.text)
+            assert len(urls) >= 3, urls  # the script, the stylesheet or icon, and the schema
+            assert not re.search(r"https?://", html.text), "a page refers to another host"
+            for url in urls:
+                assert url.startswith("/"), url  # same origin
+                asset = client.get(url, headers=key)
+                assert asset.status_code == 200, url
+                assert len(asset.content) > 100, url
+        assert client.get("/docs/assets/../../etc/passwd", headers=key).status_code == 404
+        assert client.get("/docs/assets/core.py", headers=key).status_code == 404
