@@ -77,7 +77,8 @@ def _header(record: list[str], text: str, target: str, limits: UploadLimits) -> 
             f"the header names {columns:,} columns, above the limit of {limits.max_columns:,}", "max_columns"
         )
     if limits.max_cells is not None:
-        rows = text.count("\n")  # an upper bound of the data rows (the header's line ends too)
+        lines = text.count("\n") + (not text.endswith("\n"))
+        rows = lines - 1  # an upper bound of the data rows (blank lines and quoted line breaks count)
         if rows * columns > limits.max_cells:
             raise DatasetTooLarge(
                 f"the file has up to {rows:,} rows × {columns:,} columns = {rows * columns:,} cells, "

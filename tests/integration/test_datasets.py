@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +287,106 @@ def test_an_owner_cannot_see_use_or_delete_another_owners_upload(
     assert client.post(f"/experiments/{ok.json()['id']}/cancel", headers=alice).status_code == 202
     assert client.delete(f"/datasets/{ident}", headers=alice).status_code == 204
     assert client.delete(f"/datasets/{his.json()['id']}", headers=bob).status_code == 204
+
+
+def wine_csv(n: int = 200, seed: int = 3) -> bytes:
+    """Two features and a text target column named `quality` (not `target`, not `label`)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    quality = np.where(x[:, 0] - x[:, 1] > 0, "good", "poor")
+    rows = "".join(f"{a:.4f},{b:.4f},{q}\n" for (a, b), q in zip(x, quality, strict=True))
+    return ("alcohol,acidity,quality\n" + rows).encode()
+
+
+@pytest.mark.timeout(150)
+def test_an_upload_is_named_by_its_name_in_a_spec_and_in_the_routes(stack: Stack) -> None:
+    name = f"wine-{secrets.token_hex(3)}"
+    response = upload(stack.client, wine_csv(), "wine.csv", target="quality", name=name)
+    assert response.status_code == 201, response.text
+    data = response.json()
+    assert data["targets"] == {"quality": ["good", "poor"]}
+    assert stack.client.get(f"/datasets/{name}").json() == data
+    assert stack.client.get(f"/datasets/{data['id']}").json() == data
+    again = upload(stack.client, wine_csv(seed=4), "wine.csv", target="quality", name=name)
+    assert (again.status_code, again.json()["error"]) == (409, "DatasetNameTaken")
+
+    spec = on_upload(data["id"], "by-name", epochs=40) | {"dataset": {"name": name}}
+    created = stack.submit(spec)
+    assert created["spec"]["dataset"]["id"] == data["id"]  # resolved: the experiment names one upload
+    assert created["spec"]["dataset"].get("name") is None
+    exp = stack.wait_terminal(created["id"], timeout=120)
+    assert exp["status"] == "succeeded", exp["error"]
+    assert exp["metrics"]["best"]["val_accuracy"] > 0.85
+    inputs = [{"alcohol": 2.0, "acidity": -1.0}, {"alcohol": -2.0, "acidity": 1.5}]
+    predicted = stack.client.post(f"/experiments/{created['id']}/predictions", json={"inputs": inputs})
+    assert predicted.status_code == 200, predicted.text
+    assert [p["label"] for p in predicted.json()["predictions"]] == ["good", "poor"]
+
+    unknown = stack.client.post("/experiments", json=spec | {"dataset": {"name": f"no-{name}"}})
+    assert unknown.status_code == 422
+    assert unknown.json()["errors"][0]["loc"] == ["body", "dataset", "name"]
+    with_params = stack.client.post("/experiments", json=spec | {"dataset": {"name": name, "params": {"a": 1}}})
+    assert with_params.status_code == 422
+    assert with_params.json()["errors"][0]["loc"] == ["body", "dataset", "params"]
+    sweep = {"name": "by-name", "base": spec | {"device": "cuda"}, "grid": {"optimizer.lr": [0.01, 0.1]}}
+    swept = stack.client.post("/sweeps", json=sweep)
+    assert swept.status_code == 202, swept.text
+    assert stack.client.delete(f"/datasets/{name}").status_code == 409  # its sweep's members are queued
+    assert stack.client.post(f"/sweeps/{swept.json()['id']}/cancel").status_code == 202
+    assert stack.client.delete(f"/datasets/{name}").status_code == 204
+    assert stack.client.get(f"/datasets/{name}").status_code == 404
+
+
+def race(
+    stack: Stack, data: dict[str, Any], delete_at: float, submit_at: float
+) -> tuple[list[httpx.Response], httpx.Response]:
+    """20 submits on the upload (by id and by name), 2 ms apart from `submit_at` s, and its delete
+    at `delete_at` s."""
+    spec = on_upload(data["id"], "raced", device="cuda")  # the gpu queue: accepted ones stay queued
+    by_name = spec | {"dataset": {"name": data["name"]}}
+    start = threading.Barrier(21)
+    submitted: list[httpx.Response] = []
+    deleted: list[httpx.Response] = []
+
+    def submit(i: int) -> None:
+        with httpx.Client(base_url=stack.base_url, timeout=60) as client:
+            start.wait()
+            time.sleep(submit_at + 0.002 * i)
+            submitted.append(client.post("/experiments", json=by_name if i % 2 else spec))
+
+    def delete() -> None:
+        with httpx.Client(base_url=stack.base_url, timeout=60) as client:
+            start.wait()
+            time.sleep(delete_at)
+            deleted.append(client.delete(f"/datasets/{data['id']}"))
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
+    threads.append(threading.Thread(target=delete))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return submitted, deleted[0]
+
+
+@pytest.mark.timeout(240)
+def test_submits_racing_a_delete_answer_4xx_never_5xx(stack: Stack) -> None:
+    """20 submits race one delete, four times: the delete either wins (no submit is accepted) or
+    loses (409: the accepted experiments hold the upload); never a 5xx."""
+    for round_ in range(4):
+        data = uploaded(stack.client, csv_bytes(seed=round_), "raced.csv", target="label")
+        submitted, deleted = race(stack, data, *((0.0, 0.02), (0.0, 0.005), (0.005, 0.0), (0.01, 0.0))[round_])
+        errors = [r.text for r in [*submitted, deleted] if r.status_code >= 500]
+        assert errors == []
+        codes = sorted(r.status_code for r in submitted)
+        assert len(codes) == 20
+        assert set(codes) <= {202, 404, 422}, codes
+        accepted = [r.json()["id"] for r in submitted if r.status_code == 202]
+        if deleted.status_code == 204:
+            assert accepted == []  # nothing accepted trains on a deleted upload
+        else:
+            assert deleted.status_code == 409, deleted.text
+            assert accepted
+        for ident in accepted:
+            assert stack.client.post(f"/experiments/{ident}/cancel").status_code == 202
+        stack.client.delete(f"/datasets/{data['id']}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -19,11 +20,15 @@ from ml.datasets import (
     Dataset,
     DatasetError,
     DatasetInfo,
+    DatasetTooLarge,
     Target,
+    UploadLimits,
     describe_builtin,
     from_csv,
     from_npz,
     load_builtin,
+    read_csv,
+    read_npz,
     split_indices,
     split_sizes,
 )
@@ -408,3 +413,137 @@ def test_npz_single_array_is_refused() -> None:
     np.save(buffer, X12)
     with pytest.raises(DatasetError, match="single .npy array"):
         from_npz(buffer.getvalue())
+
+
+# --- bounded cost: limits checked before the body is parsed, linear parsing, short excerpts -----
+
+
+def _wide(columns: int, rows: int) -> bytes:
+    header = ",".join(f"f{i}" for i in range(columns - 1)) + ",y"
+    body = [",".join(["0.5"] * (columns - 1)) + f",{r % 2}" for r in range(rows)]
+    return _csv(header, body)
+
+
+def test_csv_columns_and_cells_are_refused_from_the_header_and_a_line_count() -> None:
+    wide = _wide(40_000, 12)
+    with pytest.raises(DatasetTooLarge, match="the header names 40,000 columns, above the limit of 10,000") as caught:
+        read_csv(wide, "y", limits=UploadLimits(max_columns=10_000))
+    assert caught.value.limit == "max_columns"
+    # A body that would not even parse is refused for its size first: the body is never read.
+    broken = wide + b"not,a,row\n" * 5
+    with pytest.raises(DatasetTooLarge, match="above the limit of 100,000") as caught:
+        read_csv(broken, "y", limits=UploadLimits(max_cells=100_000))
+    assert caught.value.limit == "max_cells"
+    legal = read_csv(_wide(10_000, 12), "y", limits=UploadLimits(max_columns=10_000, max_cells=200_000))
+    assert legal.info.input_shape == (9_999,)
+    assert legal.x.shape == (12, 9_999)
+
+
+def test_csv_without_keep_checks_every_cell_and_keeps_no_features() -> None:
+    rows = [f"{i},{i % 3},{i % 2}" for i in range(30)]
+    described = read_csv(_csv("a,b,y", rows), "y", keep=False)
+    assert described.info == from_csv(_csv("a,b,y", rows), "y").info
+    assert described.x.shape == (0, 2)
+    with pytest.raises(DatasetError, match="column 'b' is not numeric: row 30"):
+        read_csv(_csv("a,b,y", [*rows[:29], "1,x,1"]), "y", keep=False)
+
+
+def test_csv_duplicates_among_many_columns_are_found_in_linear_time() -> None:
+    header = ",".join(f"c{i}" for i in range(20_000)) + ",c5,y"
+    data = _csv(header, [",".join(["1"] * 20_001) + f",{r % 2}" for r in range(12)])
+    with pytest.raises(DatasetError, match="duplicate column names in the header: 'c5'"):
+        read_csv(data, "y")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_csv("a,b\x00c,y", GOOD_ROWS), "control character (U+0000)"),
+        (_csv("a,b\x1bc,y", GOOD_ROWS), "control character (U+001B)"),
+        (_csv("a," + "b" * 300 + ",y", GOOD_ROWS), "longer than 200 characters"),
+        (_csv("a,b,y", [f"{i},{i},{'no' if i % 2 else 'ye' + chr(0)}" for i in range(12)]), "control character"),
+    ],
+)
+def test_csv_names_stored_as_json_are_printable_and_short(data: bytes, message: str) -> None:
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        read_csv(data, "y")
+
+
+def test_csv_errors_echo_a_short_excerpt_of_a_huge_cell() -> None:
+    huge = "z" * 100_000
+    data = _csv("a,b,y", [*GOOD_ROWS[:3], f"1,{huge},1", *GOOD_ROWS[4:]])
+    with pytest.raises(DatasetError, match="row 4 holds") as caught:
+        read_csv(data, "y")
+    assert len(str(caught.value)) < 500
+    assert "100,000 characters" in str(caught.value)
+    beyond = _csv("a,b,y", [*GOOD_ROWS[:3], f"1,{'9' * 200_000},1", *GOOD_ROWS[4:]])
+    with pytest.raises(DatasetError, match="not a readable CSV") as caught:
+        read_csv(beyond, "y")  # above the csv reader's field limit: refused, not read whole
+    assert len(str(caught.value)) < 500
+
+
+def test_csv_ragged_rows_name_the_row() -> None:
+    with pytest.raises(DatasetError, match="row 3 has 2 cells but the header names 3 columns"):
+        read_csv(_csv("a,b,y", [*GOOD_ROWS[:2], "1,2", *GOOD_ROWS[3:]]), "y")
+
+
+def _npy_member(header: dict[str, Any], payload: bytes) -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, header)
+    return out.getvalue() + payload
+
+
+def _zip(**members: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            archive.writestr(f"{name}.npy", content)
+    return out.getvalue()
+
+
+def test_npz_declared_sizes_are_refused_before_anything_is_inflated() -> None:
+    # A header that declares 36 TiB of float32 (and holds 16 bytes): refused from the header.
+    x = _npy_member({"descr": "<f4", "fortran_order": False, "shape": (10_000_000, 1_000_000)}, b"\0" * 16)
+    y = _npy_member({"descr": "<i8", "fortran_order": False, "shape": (10_000_000,)}, b"\0" * 16)
+    with pytest.raises(DatasetTooLarge, match="40,000,080,000,000 bytes once decompressed") as caught:
+        read_npz(_zip(x=x, y=y), limits=UploadLimits(max_inflated_bytes=1 << 30))
+    assert caught.value.limit == "max_inflated_bytes"
+    # Without a limit the same file is truncated, and said to be.
+    with pytest.raises(DatasetError, match="is truncated or malformed"):
+        read_npz(_zip(x=x, y=y))
+
+
+def test_npz_a_zeros_bomb_is_checked_a_block_at_a_time() -> None:
+    x = np.zeros((3000, 2000), dtype=np.float32)  # 24 MB that compress to ~25 KB
+    x[2999, 5] = np.nan
+    out = io.BytesIO()
+    np.savez_compressed(out, x=x, y=np.arange(3000) % 2)
+    with pytest.raises(DatasetError, match="x has a non-finite value in row 3000"):
+        read_npz(out.getvalue(), keep=False)
+    x[2999, 5] = 0.0
+    out = io.BytesIO()
+    np.savez_compressed(out, x=x, y=np.arange(3000) % 2)
+    described = read_npz(out.getvalue(), keep=False)
+    assert described.info.input_shape == (2000,)
+    assert described.x.shape == (0, 2000)
+    kept = read_npz(out.getvalue())
+    assert kept.x.shape == (3000, 2000)
+    assert kept.x.dtype == np.float32
+
+
+def test_npz_truncated_archives_and_members_are_named_so() -> None:
+    whole = _npz(x=np.random.default_rng(0).random((50, 4)), y=np.arange(50) % 2)
+    with pytest.raises(DatasetError, match="truncated or malformed"):
+        read_npz(whole[: len(whole) // 2])
+    header_only = _npy_member({"descr": "<f8", "fortran_order": False, "shape": (50, 4)}, b"\0" * 64)
+    y = _npy_member({"descr": "<i8", "fortran_order": False, "shape": (50,)}, (np.arange(50) % 2).tobytes())
+    with pytest.raises(DatasetError, match="array 'x' is truncated or malformed"):
+        read_npz(_zip(x=header_only, y=y))
+    with pytest.raises(DatasetError, match="array 'x' is truncated or malformed"):
+        read_npz(_zip(x=b"\x93NUMPY garbage", y=y))
+
+
+def test_npz_fortran_order_arrays_are_read_in_their_order() -> None:
+    x = np.asfortranarray(np.arange(60, dtype=np.float64).reshape(12, 5))
+    data = read_npz(_npz(x=x, y=np.arange(12) % 2))
+    assert np.array_equal(data.x, x.astype(np.float32))
