@@ -63,7 +63,7 @@ class Objective:
     def metric_tensors(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Validation metrics in original units (scalars, or (K,) for a stack): accuracy per
         target, RMSE (and NLL) in the target's units (a standardized error times the training
-        standard deviation)."""
+        standard deviation); for gaussian_nll also the shares within μ ± σ and μ ± 2σ."""
         m: dict[str, torch.Tensor] = {}
         if self.loss_name == "gaussian_nll":
             t = self.info.targets[0]
@@ -71,6 +71,12 @@ class Objective:
             err = out["mu"].squeeze(-1) - y[t.name]
             m["val_rmse"] = err.pow(2).mean(-1).sqrt() * std
             m["val_nll"] = gaussian_nll(out["mu"], out["log_var"], y[t.name]) + math.log(std)
+            # Calibration: the share of targets inside μ ± σ and μ ± 2σ (a calibrated Gaussian
+            # holds 68% and 95%); the same in any units, so computed on standardized values.
+            distance = err.abs()
+            sigma = torch.exp(0.5 * out["log_var"].squeeze(-1))
+            m["val_within_1_sigma"] = (distance <= sigma).float().mean(-1)
+            m["val_within_2_sigma"] = (distance <= 2 * sigma).float().mean(-1)
             return m
         accuracies = []
         for t in self.info.targets:
@@ -89,4 +95,3 @@ class Objective:
 
     def metrics(self, out: dict[str, torch.Tensor], y: dict[str, torch.Tensor]) -> dict[str, float]:
         return {k: float(v) for k, v in self.metric_tensors(out, y).items()}
-

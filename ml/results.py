@@ -12,7 +12,8 @@ RunStatus = Literal["succeeded", "diverged", "cancelled"]
 class EpochResult:
     """One finished epoch. `metrics` holds the validation metrics, in original units:
     `val_accuracy` (single target), `val_accuracy_<target>` per target plus their mean as
-    `val_accuracy` (two targets), or `val_rmse` (regression; `val_nll` too for gaussian_nll)."""
+    `val_accuracy` (two targets), or `val_rmse` (regression; for gaussian_nll also `val_nll`,
+    `val_within_1_sigma` and `val_within_2_sigma`, the shares of targets inside μ ± σ and μ ± 2σ)."""
 
     epoch: int  # 1-based
     train_loss: float

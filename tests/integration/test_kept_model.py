@@ -1,6 +1,7 @@
 """What is served is what is reported: the README tour's Gaussian model trained through the
 service serves its best validation epoch (`keep: best`, the default), and `metrics.served` is
-what a validation evaluation of the served model finds; `keep: last` serves the last epoch."""
+what a validation evaluation of the served model finds; `keep: last` serves the last epoch.
+Every epoch of a Gaussian model measures its calibration (shares within μ ± σ and μ ± 2σ)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 
 from ml.artifact import read_artifact
 from tests.conftest import Stack
+from tests.integration.test_events import stream
+from tests.integration.test_sweeps import post_sweep
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +64,32 @@ def test_the_tour_gaussian_model_serves_its_best_validation_epoch(stack: Stack) 
     evaluation = _val_evaluation(stack, last_run["id"])
     assert evaluation["nll"] == pytest.approx(last["served"]["val_nll"], rel=1e-5)
     assert evaluation["rmse"] == pytest.approx(last["served"]["val_rmse"], rel=1e-5)
+
+
+CALIBRATION = ("val_within_1_sigma", "val_within_2_sigma")
+
+
+@pytest.mark.timeout(300)
+def test_gaussian_calibration_is_measured_every_epoch_alone_and_in_a_group(stack: Stack) -> None:
+    short = {**copy.deepcopy(TOUR), "epochs": 60}
+    alone = stack.submit({**short, "name": "calibration-alone"})
+    events = stream(stack.client, f"/experiments/{alone['id']}/events")
+    epoch_events = [e.data for e in events if e.event == "epoch"]
+    assert len(epoch_events) == 60
+    for data in epoch_events:
+        assert 0.0 <= data["val_within_1_sigma"] <= data["val_within_2_sigma"] <= 1.0
+    sweep = post_sweep(stack, {"name": "calibration-group", "base": short, "grid": {"seed": [0, 1, 2]}})
+    for experiment_id in [alone["id"], *sweep["experiment_ids"]]:
+        done = stack.wait_terminal(experiment_id, timeout=120)
+        assert done["status"] == "succeeded", done["error"]
+        rows = stack.epochs(experiment_id)
+        assert [r["epoch"] for r in rows] == list(range(1, 61))
+        assert all(set(CALIBRATION) <= set(r) for r in rows)
+        served = done["metrics"]["served"]
+        assert served == done["metrics"]["best"]
+        assert rows[served["epoch"] - 1]["val_within_1_sigma"] == served["val_within_1_sigma"]
+        # A validation evaluation of the served model measures the same shares.
+        evaluation = _val_evaluation(stack, experiment_id)
+        for key in CALIBRATION:
+            assert evaluation[key.removeprefix("val_")] == pytest.approx(served[key], abs=1e-6)
+    assert "group of 3" in stack.all_worker_logs()

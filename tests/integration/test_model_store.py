@@ -52,8 +52,8 @@ def test_test_evaluations_are_recorded_and_counted(stack: Stack, trained: dict[s
     val = stack.client.post(url, json={"split": "val"})
     assert val.status_code == 201
     assert val.json()["test_evaluations"] == 2  # the validation split is not counted
-    last_epoch = stack.epochs(exp["id"])[-1]
-    assert val.json()["metrics"]["accuracy"] == pytest.approx(last_epoch["val_accuracy"], abs=1e-6)
+    served = stack.experiment(exp["id"])["metrics"]["served"]  # the kept weights' epoch (keep: best)
+    assert val.json()["metrics"]["accuracy"] == pytest.approx(served["val_accuracy"], abs=1e-6)
 
     with ThreadPoolExecutor(4) as pool:  # concurrent evaluations each count once
         counts = sorted(r.json()["test_evaluations"] for r in pool.map(lambda _: stack.client.post(url), range(4)))
@@ -89,14 +89,14 @@ def test_evaluations_report_each_tasks_metrics_in_original_units(
     assert 0.0 < test["within_1_sigma"] <= test["within_2_sigma"] <= 1.0
     assert 1_000 < test["mean_sigma"] < 300_000
     val = evaluate("gaussian", "val")
-    last_epoch = stack.epochs(gaussian)[-1]
-    assert val["rmse"] == pytest.approx(last_epoch["val_rmse"], rel=1e-4)
-    assert val["nll"] == pytest.approx(last_epoch["val_nll"], rel=1e-4)
+    served = stack.experiment(gaussian)["metrics"]["served"]  # the kept weights' epoch (keep: best)
+    assert val["rmse"] == pytest.approx(served["val_rmse"], rel=1e-4)
+    assert val["nll"] == pytest.approx(served["val_nll"], rel=1e-4)
 
     two = evaluate("two_targets", "val")
-    last_epoch = stack.epochs(trained["two_targets"]["experiment"]["id"])[-1]
-    assert two["accuracy_digit"] == pytest.approx(last_epoch["val_accuracy_digit"], abs=1e-6)
-    assert two["accuracy_color"] == pytest.approx(last_epoch["val_accuracy_color"], abs=1e-6)
+    served = stack.experiment(trained["two_targets"]["experiment"]["id"])["metrics"]["served"]
+    assert two["accuracy_digit"] == pytest.approx(served["val_accuracy_digit"], abs=1e-6)
+    assert two["accuracy_color"] == pytest.approx(served["val_accuracy_color"], abs=1e-6)
     assert evaluate("regression", "test")["rmse"] > 0
 
 
