@@ -28,6 +28,7 @@ from ml import layers as L
 from ml.datasets.base import DatasetError, DatasetInfo, Target
 from ml.datasets.catalog import BUILTINS, describe_builtin
 from ml.datasets.split import split_sizes
+from ml.memory import memory_error
 
 Activation = Literal["relu", "sigmoid", "tanh", "leaky_relu", "elu", "gelu"]
 Loss = Literal["mse", "bce", "ce", "gaussian_nll"]
@@ -281,19 +282,22 @@ def validate_spec(
     *,
     max_params: int | None = None,
     upload_info: Callable[[str], DatasetInfo | None] | None = None,
+    max_run_memory_bytes: int | None = None,
 ) -> CheckedSpec:
-    """Check a spec on its own and against its dataset; raise SpecInvalid naming each problem."""
+    """Check a spec on its own and against its dataset; raise SpecInvalid naming each problem.
+
+    `upload_info` maps an upload's id (`dataset.id`) or name (a `dataset.name` no built-in has)
+    to its description; `max_run_memory_bytes` refuses a run whose estimated training memory
+    (ml.memory) is above it."""
     try:
         spec = payload if isinstance(payload, ExperimentSpec) else ExperimentSpec.model_validate(payload)
     except ValidationError as exc:
         raise SpecInvalid(
             [{"loc": list(e["loc"]), "msg": _message(e["msg"]), "type": e["type"]} for e in exc.errors()]
         ) from None
-    info, params = _dataset_info(spec, upload_info)
+    info, source = _dataset_info(spec, upload_info)
     loss = _check_loss(spec, info)
-    spec = spec.model_copy(
-        update={"loss": loss, "dataset": spec.dataset.model_copy(update={"params": params})}, deep=True
-    )
+    spec = spec.model_copy(update={"loss": loss, "dataset": spec.dataset.model_copy(update=source)}, deep=True)
     _check_batch_size(spec, info)
     plan = plan_network(spec, info)
     if max_params is not None and plan.params > max_params:
@@ -303,6 +307,9 @@ def validate_spec(
             "use fewer or narrower layers",
             "too_many_parameters",
         )
+    too_big = memory_error(spec, info, plan, max_run_memory_bytes) if max_run_memory_bytes is not None else None
+    if too_big is not None:
+        raise SpecInvalid([too_big])
     return CheckedSpec(spec=spec, task=info.task, param_count=plan.params, info=info, plan=plan)
 
 
@@ -336,18 +343,28 @@ def param_count(payload: dict[str, Any] | ExperimentSpec) -> int:
 def _dataset_info(
     spec: ExperimentSpec, upload_info: Callable[[str], DatasetInfo | None] | None
 ) -> tuple[DatasetInfo, dict[str, Any]]:
+    """The dataset's description and the normalized `dataset` fields: a built-in's params, or an
+    upload named by its id (a `dataset.name` that is an upload's becomes its `dataset.id`)."""
     ds = spec.dataset
     if ds.id is not None:
         info = upload_info(ds.id) if upload_info is not None else None
         if info is None:
-            raise _error(("dataset", "id"), f"no uploaded dataset with id {ds.id!r}", "not_found")
-        return info, {}
+            raise _error(("dataset", "id"), f"no uploaded dataset with id {ds.id[:80]!r}", "not_found")
+        return info, {"params": {}, "id": info.upload_id or ds.id}
     assert ds.name is not None
     if ds.name not in BUILTINS:
-        raise _error(
-            ("dataset", "name"),
-            f"unknown dataset {ds.name!r}; built-ins are {', '.join(BUILTINS)} (or give dataset.id of an upload)",
-        )
+        info = upload_info(ds.name) if upload_info is not None else None
+        if info is None:
+            raise _error(
+                ("dataset", "name"),
+                f"unknown dataset {ds.name[:80]!r}; built-ins are {', '.join(BUILTINS)}, or the name of one of "
+                "your uploads",
+            )
+        if ds.params:
+            raise _error(("dataset", "params"), "params apply to built-in datasets only")
+        if info.upload_id is None:  # described without a lookup (a notebook's own dataset): as named
+            return info, {"params": {}}
+        return info, {"params": {}, "name": None, "id": info.upload_id}
     builtin = BUILTINS[ds.name]
     try:
         params = builtin.params.model_validate(ds.params, strict=True)  # no "2000" for 2000, as in the spec
@@ -355,7 +372,7 @@ def _dataset_info(
         raise SpecInvalid(
             [{"loc": ["dataset", "params", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         ) from None
-    return describe_builtin(ds.name, params.model_dump()), params.model_dump()
+    return describe_builtin(ds.name, params.model_dump()), {"params": params.model_dump()}
 
 
 def _check_loss(spec: ExperimentSpec, info: DatasetInfo) -> str:

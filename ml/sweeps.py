@@ -409,6 +409,7 @@ def check_sweep(
     max_size: int | None = None,
     max_epochs: int | None = None,
     upload_info: Callable[[str], DatasetInfo | None] | None = None,
+    max_run_memory_bytes: int | None = None,
 ) -> list[CheckedMember]:
     """Expand and validate every member; one bad row refuses the whole sweep (SweepInvalid
     lists every bad row, each once; a problem every row shares is reported once, at `base`)."""
@@ -417,7 +418,9 @@ def check_sweep(
     per_row: dict[int, list[dict[str, Any]]] = {}
     for member in members:
         try:
-            result = validate_spec(member.spec, max_params=max_params, upload_info=upload_info)
+            result = validate_spec(
+                member.spec, max_params=max_params, upload_info=upload_info, max_run_memory_bytes=max_run_memory_bytes
+            )
         except SpecInvalid as exc:
             per_row.setdefault(member.row, exc.errors)
             continue

@@ -27,7 +27,7 @@ from api.errors import (
     TooManyQueued,
 )
 from api.schemas import epoch_row
-from api.services.datasets import upload_info
+from api.services.datasets import check_upload_exists, upload_info
 from core.enqueue import enqueue_group, queue_for
 from core.repositories import experiments as repo
 from core.repositories import metrics as metrics_repo
@@ -134,7 +134,12 @@ def create_experiment(
     first experiment (re-enqueued if still queued: a message lost before may be sent again,
     the claim makes duplicates harmless); with another spec it is refused."""
     try:
-        checked = validate_spec(spec, max_params=settings.max_params, upload_info=upload_info(uow.session, owner))
+        checked = validate_spec(
+            spec,
+            max_params=settings.max_params,
+            upload_info=upload_info(uow.session, owner),
+            max_run_memory_bytes=settings.max_run_memory_bytes,
+        )
     except SpecInvalid as exc:
         raise named_limits(exc, settings) from None
     if checked.spec.epochs > settings.max_epochs:
@@ -172,9 +177,10 @@ def create_experiment(
             dataset_id=checked.spec.dataset.id,
         )
     except IntegrityError:
+        uow.session.rollback()  # a concurrent request with the same key won the insert, or the upload went
+        check_upload_exists(uow.session, owner, checked.spec.dataset.id)  # deleted since looked up: 404
         if idempotency_key is None:
             raise
-        uow.session.rollback()  # a concurrent request with the same key won the insert
         existing = repo.get_by_idempotency_key(uow.session, owner, idempotency_key)
         if existing is None:
             raise

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from api.deps import UnitOfWork
 from api.errors import IdempotencyKeyReused, SweepFinished, SweepNotFound
 from api.schemas import SweepMemberRead, SweepRead, SweepStatus, SweepTableRead
-from api.services.datasets import upload_info
+from api.services.datasets import check_upload_exists, upload_info
 from api.services.experiments import (
     _enqueue_after_commit,
     _enqueue_group_after_commit,
@@ -78,6 +78,7 @@ def create_sweep(
             max_size=settings.max_sweep_size,
             max_epochs=settings.max_epochs,
             upload_info=upload_info(uow.session, owner),
+            max_run_memory_bytes=settings.max_run_memory_bytes,
         )
     except SweepInvalid as exc:
         raise named_limits(exc, settings) from None
@@ -118,7 +119,14 @@ def create_sweep(
         for e, c in zip(experiments, checked, strict=True)
     ]
     repo.set_spec(session, sweep, {**sweep.spec, "members": members})
-    datasets_repo.link(session, {e.id: c.checked.spec.dataset.id for e, c in zip(experiments, checked, strict=True)})
+    dataset_of = {e.id: c.checked.spec.dataset.id for e, c in zip(experiments, checked, strict=True)}
+    try:
+        datasets_repo.link(session, dataset_of)
+    except IntegrityError:  # an upload was deleted since it was looked up (SQLite: no row lock)
+        session.rollback()
+        for dataset_id in set(dataset_of.values()):
+            check_upload_exists(session, owner, dataset_id)
+        raise
     by_id = {e.id: e for e in experiments}
     groups = plan_groups(
         [(e.id, c.checked) for e, c in zip(experiments, checked, strict=True)],
