@@ -5,6 +5,22 @@ import { h } from "./util.js";
 
 export const COLORS = ["#1f5fbf", "#c0392b", "#2e8540", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#b7950b"];
 
+/** Axis ticks short enough for the axis: 150k, 2.5M, 0.001. */
+function compact(v) {
+  if (v === null || v === undefined) return "";
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${Number((v / 1e6).toPrecision(3))}M`;
+  if (a >= 1e4) return `${Number((v / 1e3).toPrecision(3))}k`;
+  return String(Number(v.toPrecision(3)));
+}
+
+/** Values spanning three orders of magnitude or more (a loss that falls, a spike) start on a log scale. */
+function wideRange(series) {
+  const values = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined);
+  if (!values.length || values.some((v) => v <= 0)) return false;
+  return Math.max(...values) / Math.min(...values) >= 1000;
+}
+
 function width(el) {
   return Math.max(260, Math.floor(el.getBoundingClientRect().width || 600));
 }
@@ -16,7 +32,7 @@ function width(el) {
  */
 export function lineChart({ title, xLabel = "epoch", x, series, marker = null, logX = false, errors = null, points = false }) {
   const holder = h("div", { class: "chart" });
-  const logBox = h("input", { type: "checkbox", class: "log-toggle" });
+  const logBox = h("input", { type: "checkbox", class: "log-toggle", checked: !errors && wideRange(series) });
   const caption = h("figcaption", {}, h("span", { class: "chart-title" }, title), " ",
     h("label", { class: "log-label" }, logBox, " log scale"));
   const note = h("p", { class: "chart-note" });
@@ -69,7 +85,7 @@ export function lineChart({ title, xLabel = "epoch", x, series, marker = null, l
       width: width(holder),
       height: 240,
       scales: { x: { time: false, distr: logX ? 3 : 1 }, y: { distr: logBox.checked ? 3 : 1 } },
-      axes: [{ label: xLabel }, { size: 60 }],
+      axes: [{ label: xLabel, values: (u, splits) => splits.map(compact) }, { size: 56, values: (u, splits) => splits.map(compact) }],
       series: [
         { label: xLabel, value: (u, v) => (v === null || v === undefined ? "-" : String(Number(v.toPrecision(6)))) },
         ...state.series.map((s, i) => ({

@@ -5,7 +5,7 @@ import { fmtDate, fmtInt, h, message, tableFrame } from "../util.js";
 
 const ref = (d) => d.id || d.name;
 const shape = (d) => d.input_shape.join("×");
-const targets = (d) => Object.entries(d.targets).map(([t, classes]) => (classes ? `${t} (${classes.length} classes)` : `${t} (values)`)).join(", ");
+const targets = (d) => Object.entries(d.targets).map(([t, classes]) => (classes ? `${t}: ${classes.length} classes` : `${t}: a number`)).join(", ");
 const sizes = (d) => `${fmtInt(d.sizes.train)} / ${fmtInt(d.sizes.val)} / ${fmtInt(d.sizes.test)}`;
 
 function features(d) {
@@ -36,7 +36,7 @@ export function render(ctx) {
     h("button", { type: "submit", class: "primary" }, "Upload"), result);
   main.append(h("h1", {}, "Datasets"), notice,
     tableFrame(h("table", { class: "data", id: "datasets" },
-      h("thead", {}, h("tr", {}, ["name", "kind", "task", "inputs", "features", "targets", "samples", "train / val / test", "size", "uploaded", ""]
+      h("thead", {}, h("tr", {}, ["name", "kind", "task", "inputs", "features", "targets", "samples", "train / val / test", ""]
         .map((c) => h("th", { scope: "col" }, c)))), body), "Datasets table"),
     h("section", { "aria-labelledby": "h-upload" }, h("h2", { id: "h-upload" }, "Upload"),
       h("p", { class: "muted" }, "A CSV with a header line, numeric features and the target column, or an NPZ with arrays x and y. The file is validated completely before it is stored."),
@@ -53,12 +53,13 @@ export function render(ctx) {
 
   function row(d) {
     return h("tr", { "data-name": d.name, "data-kind": d.kind },
-      h("td", {}, h("a", { href: `/ui/datasets/${encodeURIComponent(ref(d))}`, "data-link": true }, d.name), d.id ? h("div", { class: "muted mono" }, d.id) : null),
-      h("td", {}, d.kind === "builtin" ? "built-in" : `upload (${d.format})`),
-      h("td", {}, d.task), h("td", {}, shape(d)), h("td", {}, features(d)), h("td", {}, targets(d)),
+      h("td", {}, h("a", { href: `/ui/datasets/${encodeURIComponent(ref(d))}`, "data-link": true }, d.name),
+        d.id ? h("div", { class: "muted mono" }, d.id) : null),
+      h("td", {}, d.kind === "builtin" ? "built-in" : [`${d.format.toUpperCase()} upload`,
+        h("div", { class: "muted nowrap" }, `${fmtInt(d.size_bytes)} B`), h("div", { class: "muted nowrap" }, fmtDate(d.created_at))]),
+      h("td", {}, d.task), h("td", { class: "nowrap" }, shape(d)), h("td", { class: "wrap-list" }, features(d)),
+      h("td", { class: "wrap-list" }, targets(d)),
       h("td", { class: "num" }, fmtInt(d.n_samples)), h("td", { class: "num nowrap" }, sizes(d)),
-      h("td", { class: "num" }, d.size_bytes ? `${fmtInt(d.size_bytes)} B` : "-"),
-      h("td", { class: "nowrap" }, d.created_at ? fmtDate(d.created_at) : "-"),
       h("td", {}, d.kind === "upload" ? h("button", { type: "button", class: "danger", "aria-label": `delete ${d.name}`, onclick: () => remove(d) }, "Delete") : null));
   }
 
@@ -108,7 +109,7 @@ export function renderOne(ctx, name) {
     holder.replaceChildren(
       h("p", {}, h("a", { href: "/ui/datasets", "data-link": true }, "← Datasets")),
       h("h1", {}, d.name), h("p", {}, d.description),
-      h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
       h("h2", {}, `Features (${d.features.length})`), h("p", { class: "features" }, d.features.join(", ")),
       h("h2", {}, "Targets"),
       h("ul", {}, Object.entries(d.targets).map(([t, classes]) => h("li", {}, h("strong", {}, t), ": ", classes ? classes.join(", ") : "a number (regression)"))),

@@ -103,7 +103,8 @@ export function render(ctx, id) {
     drawEvaluate();
     spec.replaceChildren(h("h2", { id: "h-spec" }, "Spec"),
       h("p", {}, h("a", { href: `/ui/new?from=${exp.id}`, "data-link": true }, "Edit a copy in the editor")),
-      h("pre", { class: "spec", tabindex: "0", "aria-label": "the spec, every default filled" }, JSON.stringify(exp.spec, null, 2)));
+      h("details", {}, h("summary", {}, "The spec, every default filled"),
+        h("pre", { class: "spec", tabindex: "0", "aria-label": "the spec" }, JSON.stringify(exp.spec, null, 2))));
   }
 
   function drawHead() {
@@ -152,7 +153,7 @@ export function render(ctx, id) {
     if (exp.tags && exp.tags.length) items.push(["tags", exp.tags.join(", ")]);
     if (exp.notes) items.push(["notes", exp.notes]);
     summary.replaceChildren(h("h2", { id: "h-summary" }, "Summary"),
-      h("dl", { class: "facts" }, items.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
+      h("dl", { class: "facts" }, items.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, String(v))))));
   }
 
   function keptEpoch() {

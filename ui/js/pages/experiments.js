@@ -26,11 +26,35 @@ export function render(ctx) {
     h("button", { type: "submit" }, "Filter"));
   status.addEventListener("change", apply);
   const body = h("tbody");
+  // Sorting orders the rows loaded (the API pages newest first); "created" descending is its order.
+  let sort = { column: "created", dir: -1 };
+  const servedValue = (e) => {
+    const m = servedMetrics(e) || {};
+    const key = Object.keys(m).find((k) => k.startsWith("val_") && k !== "val_loss");
+    return key ? m[key] : null;
+  };
+  const KEYS = {
+    name: (e) => e.name.toLowerCase(), status: (e) => e.status, task: (e) => e.task, params: (e) => e.param_count,
+    epochs: (e) => e.epochs_done, validation: servedValue, device: (e) => e.device || "", created: (e) => e.created_at,
+  };
+  const head = h("tr");
   const table = h("table", { class: "data", id: "experiments" },
-    h("caption", { class: "visually-hidden" }, "Experiments, newest first"),
-    h("thead", {}, h("tr", {}, ["name", "status", "task", "params", "epochs", "validation (served model)", "device", "tags", "created"]
-      .map((c) => h("th", { scope: "col" }, c)))),
-    body);
+    h("caption", { class: "visually-hidden" }, "Experiments; the column buttons sort the rows loaded"),
+    h("thead", {}, head), body);
+  function drawHead() {
+    head.replaceChildren(...["name", "status", "task", "params", "epochs", "validation", "device", "tags", "created"].map((c) => {
+      const label = c === "validation" ? "validation (served model)" : c;
+      if (!KEYS[c]) return h("th", { scope: "col" }, label);
+      const current = sort.column === c;
+      return h("th", { scope: "col", "aria-sort": current ? (sort.dir > 0 ? "ascending" : "descending") : null },
+        h("button", { type: "button", class: "sort", "data-sort": c, onclick: () => {
+          sort = { column: c, dir: current ? -sort.dir : (c === "name" || c === "status" || c === "task" || c === "device" ? 1 : -1) };
+          drawHead();
+          draw();
+        } }, label, current ? (sort.dir > 0 ? " ▲" : " ▼") : ""));
+    }));
+  }
+  drawHead();
   const more = h("button", { type: "button", id: "load-more", hidden: true, onclick: () => load(false) }, "Load more");
   const notice = h("div", { "aria-live": "polite" });
   const count = h("p", { class: "muted", id: "count" });
@@ -100,7 +124,16 @@ export function render(ctx) {
 
   function draw() {
     const needle = filters.name.toLowerCase();
-    const shown = needle ? rows.filter((e) => e.name.toLowerCase().includes(needle)) : rows;
+    const key = KEYS[sort.column];
+    const order = (a, b) => {
+      const x = key(a);
+      const y = key(b);
+      if (x === y) return 0;
+      if (x === null) return 1;  // rows without a value last, either way
+      if (y === null) return -1;
+      return (x < y ? -1 : 1) * sort.dir;
+    };
+    const shown = (needle ? rows.filter((e) => e.name.toLowerCase().includes(needle)) : rows).slice().sort(order);
     body.replaceChildren(...shown.map(row));
     if (!shown.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No experiments here yet.")));
     count.textContent = `${shown.length} shown${needle ? ` (name filter over the ${rows.length} loaded)` : ""}${cursor ? "; more below" : ""}`;
