@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,16 +14,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.client import DEFAULT_URL, ApiKeyOption, Client, LocalError, ServiceError, UrlOption
+from cli.client import ApiKeyOption, LocalError, UrlOption, service
 from cli.render import (
     experiment_table,
-    flatten_prediction,
     follow_experiment,
     follow_sweep,
     format_value,
     metric_summary,
     sweep_table,
 )
+from labtrain import Experiment, NotFound, flatten_prediction
+from labtrain.client import read_spec_file
+from ml.cells import csv_cell
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,28 +39,9 @@ def stdout() -> Console:
     return out
 
 
-@contextmanager
-def service(url: str, api_key: str | None) -> Iterator[Client]:
-    """A client of the service; a refusal or a local error ends the command with one line."""
-    try:
-        with Client(url, api_key) as client:
-            yield client
-    except (ServiceError, LocalError) as exc:
-        console.print(f"[bold red]error[/]: {exc}")
-        raise typer.Exit(exc.exit_code) from None
-
-
 def read_spec(file: Path) -> dict[str, Any]:
-    """A spec or sweep file: JSON (.json) or YAML (.yaml, .yml), a mapping."""
-    import yaml  # type: ignore[import-untyped]
-
-    text = _read(file, (".json", ".yaml", ".yml"))
-    try:
-        body = json.loads(text) if file.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise LocalError(f"{file}: not valid {file.suffix.lstrip('.').upper()}: {' '.join(str(exc).split())}") from exc
-    if not isinstance(body, dict):
-        raise LocalError(f"{file}: a spec is a mapping of fields (dataset, model, loss, ...)")
+    """A spec or sweep file: JSON (.json) or YAML (.yaml, .yml), a mapping; not a study file."""
+    body = read_spec_file(file)
     if "report" in body or "evaluate" in body:
         raise LocalError(f"{file} is a study file (it has report/evaluate): run it with `labtrain study run {file}`")
     return body
@@ -118,11 +99,12 @@ def _number(cell: str) -> Any:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV; a text cell a spreadsheet would run as a formula is written as text."""
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([csv_cell(c) for c in columns])
+    writer.writerows([csv_cell(row.get(c)) for c in columns] for row in rows)
     try:
         path.write_text(buffer.getvalue())
     except OSError as exc:
@@ -132,21 +114,21 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def submit(
     file: Annotated[Path, typer.Argument(help="An experiment spec (.json, .yaml), or a sweep (a file with `base`).")],
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Follow it to the end with a progress bar.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Submit a spec file: POST /experiments, or POST /sweeps when the file has `base`. Prints the id."""
     with service(url, api_key) as client:
         body = read_spec(file)
         if "base" in body:
-            sweep = client.post("/sweeps", body)
+            sweep = client.submit_sweep(body).data
             typer.echo(sweep["id"])
             console.print(f"sweep {sweep['id']} {sweep['name']!r}: {sweep['size']} experiments queued")
             if watch:
                 raise typer.Exit(follow_sweep(client, sweep["id"], console, stdout()))
             console.print(f"follow it: labtrain table {sweep['id']}")
             return
-        experiment = client.post("/experiments", body)
+        experiment = client.submit(body).data
         typer.echo(experiment["id"])
         console.print(
             f"experiment {experiment['id']} {experiment['name']!r}: {experiment['param_count']:,} parameters, "
@@ -159,7 +141,7 @@ def submit(
 
 def watch(
     experiment_id: Annotated[str, typer.Argument(metavar="ID", help="The experiment.")],
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Follow an experiment live (epoch, loss, validation metric, time left); Ctrl-C leaves it running."""
@@ -172,7 +154,7 @@ def list_experiments(
     sweep: Annotated[str | None, typer.Option(help="Only the members of this sweep.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first (the service allows 1 to 200).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="The service's JSON page, for scripts.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """List experiments, newest first."""
@@ -180,7 +162,7 @@ def list_experiments(
     params |= {"status": status} if status else {}
     params |= {"sweep_id": sweep} if sweep else {}
     with service(url, api_key) as client:
-        page = client.get("/experiments", params=params)
+        page = client.transport.json("GET", "/experiments", params=params)
     if as_json:
         typer.echo(json.dumps(page, indent=2))
         return
@@ -202,12 +184,12 @@ def list_experiments(
 def show(
     experiment_id: Annotated[str, typer.Argument(metavar="ID", help="The experiment.")],
     as_json: Annotated[bool, typer.Option("--json", help="The service's JSON, for scripts.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Show an experiment: status, progress, metrics, timings and its spec with every default."""
     with service(url, api_key) as client:
-        experiment = client.get(f"/experiments/{experiment_id}")
+        experiment = client.experiment(experiment_id).data
     if as_json:
         typer.echo(json.dumps(experiment, indent=2))
         return
@@ -219,15 +201,16 @@ def show(
 def metrics(
     experiment_id: Annotated[str, typer.Argument(metavar="ID", help="The experiment.")],
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV with a header row, as the service writes it.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print the metrics of every finished epoch."""
     with service(url, api_key) as client:
         if as_csv:
-            typer.echo(client.text(f"/experiments/{experiment_id}/metrics", params={"format": "csv"}), nl=False)
+            path = f"/experiments/{experiment_id}/metrics"
+            typer.echo(client.transport.request("GET", path, params={"format": "csv"}).text, nl=False)
             return
-        epochs = client.get(f"/experiments/{experiment_id}/metrics")["epochs"]
+        epochs = client.transport.json("GET", f"/experiments/{experiment_id}/metrics")["epochs"]
     if not epochs:
         console.print(f"{experiment_id} has no finished epoch yet")
         return
@@ -245,14 +228,16 @@ def predict(
         typer.Argument(help="Inputs: CSV (a header row of feature names, or numbers only) or JSON (a list of rows)."),
     ],
     out: Annotated[Path | None, typer.Option(help="Also write the inputs and predictions as CSV here.")] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Predict with a trained model: a table of the inputs and their predictions, in the dataset's units."""
+    """Predict with a trained model: a table of the inputs and their predictions, in the dataset's units.
+
+    A column that is the dataset's target is not sent to the model; it is shown beside the predictions."""
     with service(url, api_key) as client:
         columns, inputs = read_inputs(file)
-        answer = client.post(f"/experiments/{experiment_id}/predictions", {"inputs": inputs})
-        predictions = answer["predictions"]
+        experiment = client.experiment(experiment_id)
+        predictions = experiment.predictions(_without_target(experiment, columns, inputs))
         if out is not None:
             rows = [{**dict(zip(columns, _cells(row), strict=False)), **flatten_prediction(p, full=True)}
                     for row, p in zip(inputs, predictions, strict=True)]  # fmt: skip
@@ -266,6 +251,21 @@ def predict(
     stdout().print(table)
     if out is not None:
         console.print(f"wrote {len(predictions)} predictions to {out}")
+
+
+def _without_target(experiment: Experiment, columns: list[str], inputs: list[Any]) -> list[Any]:
+    """Rows keyed by name without the dataset's target column(s), saying so when there were any."""
+    if not inputs or not isinstance(inputs[0], dict):
+        return inputs
+    try:
+        targets = [c for c in experiment.target_columns() if c in columns]
+    except NotFound:  # an upload deleted since: its model still answers, the rows go as they are
+        return inputs
+    if not targets:
+        return inputs
+    names = ", ".join(repr(t) for t in targets)
+    console.print(f"{names}: the dataset's target, not sent to the model (shown beside the predictions)")
+    return [{k: v for k, v in row.items() if k not in targets} for row in inputs]
 
 
 def _cells(row: Any) -> list[Any]:
@@ -282,7 +282,7 @@ def table(
     format: Annotated[  # noqa: A002
         str, typer.Option("--format", "-f", help="table (default), csv, markdown or json.")
     ] = "table",
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print a sweep's study table; `*` marks the best row by validation."""
@@ -291,9 +291,10 @@ def table(
         raise typer.Exit(2)
     with service(url, api_key) as client:
         if format in ("csv", "markdown"):
-            typer.echo(client.text(f"/sweeps/{sweep_id}/table", params={"format": format}), nl=False)
+            typer.echo(client.transport.request("GET", f"/sweeps/{sweep_id}/table", params={"format": format}).text,
+                       nl=False)  # fmt: skip
             return
-        data = client.get(f"/sweeps/{sweep_id}/table")
+        data = client.transport.json("GET", f"/sweeps/{sweep_id}/table")
     if format == "json":
         typer.echo(json.dumps(data, indent=2))
         return
@@ -305,9 +306,9 @@ def plot(
     kind: Annotated[
         str, typer.Argument(help="learning-curves, decision-boundary, sigma, confusion; compare for a sweep.")
     ],
-    out: Annotated[Path | None, typer.Option(help="Where to write the PNG [default: ID-KIND.png].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the PNG (default: ID-KIND.png).")] = None,
     feature: Annotated[str | None, typer.Option(help="sigma: the feature on the x axis.")] = None,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Write a plot of an experiment (or a sweep's comparison) as a PNG file."""
@@ -315,7 +316,9 @@ def plot(
         f"/experiments/{experiment_id}/plots/{kind}.png")  # fmt: skip
     target = out or Path(f"{experiment_id}-{kind}.png")
     with service(url, api_key) as client:
-        png = client.png(path, params={"feature": feature} if feature else None)
+        png = client.transport.request("GET", path, params={"feature": feature} if feature else None).content
+        if not png.startswith(b"\x89PNG"):
+            raise LocalError(f"GET {path} did not answer a PNG")
         try:
             target.write_bytes(png)
         except OSError as exc:
@@ -326,17 +329,17 @@ def plot(
 def cancel(
     experiment_id: Annotated[str, typer.Argument(metavar="ID", help="The experiment (or sweep, with --sweep).")],
     sweep: Annotated[bool, typer.Option("--sweep", help="ID is a sweep: cancel every member not ended.")] = False,
-    url: UrlOption = DEFAULT_URL,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Cancel an experiment (at once if queued, at the next epoch boundary if running) or a sweep."""
     with service(url, api_key) as client:
         if sweep:
-            answer = client.post(f"/sweeps/{experiment_id}/cancel")
+            answer = client.transport.json("POST", f"/sweeps/{experiment_id}/cancel")
             counts = ", ".join(f"{n} {s}" for s, n in answer["counts"].items())
             console.print(f"sweep {experiment_id} {answer['status']}: {counts}")
             return
-        answer = client.post(f"/experiments/{experiment_id}/cancel")
+        answer = client.transport.json("POST", f"/experiments/{experiment_id}/cancel")
     note = " (it stops at the next epoch boundary)" if answer["status"] == "running" else ""
     console.print(f"experiment {experiment_id} {answer['status']}, cancel requested{note}")
 

@@ -5,15 +5,41 @@ code lazily so `labtrain --help` stays fast."""
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cli.client import DEFAULT_URL, ApiKeyOption, Client, UrlOption
+from cli import data_commands
+from cli.client import ApiKeyOption, UrlOption, fail, service
 from cli.commands import register
 from core.settings import Settings, get_settings
+from labtrain import __version__
+
+
+def _plain_help_types() -> None:
+    """Help without `<bool>` beside every flag and `<str>` beside every option (what Typer's
+    rich help writes since 0.20): a flag shows no type, a value its kind in click's words."""
+    import typer.core
+
+    words = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "bool": "BOOLEAN"}
+
+    def display_type(self: typer.core.TyperOption | typer.core.TyperArgument, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        if self.metavar is not None and isinstance(self, typer.core.TyperOption):
+            return self.metavar  # an argument's metavar is its name, already shown
+        kind = str(self.display_type(ctx)).strip("<>").split(" ")[0]
+        return words.get(kind, kind.upper())
+
+    for cls in (typer.core.TyperOption, typer.core.TyperArgument):
+        if hasattr(cls, "display_type_rich"):
+            cls.display_type_rich = display_type  # type: ignore[method-assign]
+
+
+_plain_help_types()
 
 app = typer.Typer(
     name="labtrain",
@@ -25,14 +51,26 @@ app = typer.Typer(
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error[/]: {message}")
-    return typer.Exit(code)
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labtrain {__version__}")
+        raise typer.Exit()
 
 
-def load_settings() -> Settings:
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train PyTorch models from experiment specs over REST."""
+
+
+def load_settings(fresh: bool = False) -> Settings:
+    """The settings, or exit 2 naming each bad variable. `fresh` reads the environment again
+    (`get_settings` keeps the first read for the processes `up` starts)."""
     try:
-        return get_settings()
+        return Settings() if fresh else get_settings()
     except ValidationError as exc:
         problems = "; ".join(f"LABTRAIN_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         raise fail(f"invalid configuration: {problems}", code=2) from exc
@@ -40,8 +78,12 @@ def load_settings() -> Settings:
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: LABTRAIN_HOST, 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: LABTRAIN_PORT, 8000].", min=1, max=65535)] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: LABTRAIN_HOST, else 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: LABTRAIN_PORT, else 8000).", min=1, max=65535)
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes to run beside the API.", min=0)] = 1,
     insecure: Annotated[
         bool, typer.Option(help="Listen beyond loopback without LABTRAIN_API_KEYS (a trusted network only).")
@@ -66,7 +108,7 @@ def up(
 @app.command()
 def worker(
     queues: Annotated[
-        str | None, typer.Option(help="Comma-separated queues: cpu, gpu [default: gpu,cpu with CUDA, else cpu].")
+        str | None, typer.Option(help="Comma-separated queues: cpu, gpu (default: gpu,cpu with CUDA, else cpu).")
     ] = None,
     concurrency: Annotated[int, typer.Option(help="Experiments trained at once by this worker.", min=1)] = 1,
 ) -> None:
@@ -103,6 +145,8 @@ def migrate() -> None:
 
 
 register(app)  # submit, watch, list, show, metrics, predict, table, plot, cancel (cli/commands.py)
+for command in data_commands.COMMANDS:  # datasets, upload, evaluate, download
+    app.command()(command)
 
 study_app = typer.Typer(help="Run the lab report's studies (studies/*.yaml) against a running service.")
 app.add_typer(study_app, name="study")
@@ -110,23 +154,27 @@ app.add_typer(study_app, name="study")
 
 @study_app.command("run")
 def study_run(
-    file: Annotated[str, typer.Argument(help="a study file, e.g. studies/exercise1.yaml")],
-    url: UrlOption = DEFAULT_URL,
+    file: Annotated[str, typer.Argument(help="A study file, e.g. studies/exercise1.yaml.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the results (default: studies/ under LABTRAIN_DATA_DIR; "
+            "--out studies/results regenerates the committed ones).",
+            show_default=False,
+        ),
+    ] = None,
+    url: UrlOption = None,
     api_key: ApiKeyOption = None,
-    results: Annotated[str | None, typer.Option(help="results folder (default: results/ beside the file)")] = None,
 ) -> None:
     """Submit a study, follow it, print our table beside the report's, then evaluate the chosen rows on test."""
-    from pathlib import Path
-
-    import httpx
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from cli.study import StudyError, run_study
 
     path = Path(file)
     if not path.is_file():
-        raise fail(f"no study file {file!r}")
-    out = Path(results) if results else path.parent / "results"
+        raise fail(f"no study file {file!r}", code=2)
+    folder = out if out is not None else load_settings(fresh=True).data_dir / "studies"
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -148,15 +196,16 @@ def study_run(
             console.print(line)
             shown[:] = [line]
 
-    service = Client(url, api_key)
-    try:
-        with service, progress:
-            run_study(service.http, path, out, on_progress)
-    except httpx.TransportError as exc:
-        raise fail(str(service.unreachable(exc))) from exc
-    except (StudyError, httpx.HTTPError) as exc:
-        raise fail(str(exc)) from exc
-    typer.echo((out / f"{path.stem}.md").read_text())
+    with service(url, api_key) as client:
+        try:
+            with progress:
+                run_study(client, path, folder, on_progress)
+        except StudyError as exc:
+            raise fail(str(exc)) from exc
+        except OSError as exc:
+            raise fail(f"cannot write the results under {folder}: {exc.strerror}", code=2) from exc
+    console.print(f"results: {folder / path.stem}.md, .json and .csv")
+    typer.echo((folder / f"{path.stem}.md").read_text())
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ import time
 from collections import deque
 from typing import Any
 
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from cli.client import TERMINAL, Client, Event, ServiceError
+from labtrain import TERMINAL, Client, Event, Sweep
 
 NOT_METRICS = {"epoch", "train_loss", "val_loss", "seconds"}
 
@@ -103,25 +102,6 @@ def sweep_table(data: dict[str, Any]) -> Table:
     return grid
 
 
-def flatten_prediction(prediction: dict[str, Any], full: bool, prefix: str = "") -> dict[str, Any]:
-    """One flat row per prediction: `label`, `value`, `mu`/`sigma`, `digit.label` (two targets);
-    the probabilities as `p_<class>` columns (`full`) or the label's own as `p(label)`."""
-    flat: dict[str, Any] = {}
-    for key, value in prediction.items():
-        if isinstance(value, dict):
-            flat |= flatten_prediction(value, full, f"{prefix}{key}.")
-        elif key == "probabilities" and isinstance(value, list):
-            if full:
-                flat |= {f"{prefix}p_{i}": p for i, p in enumerate(value)}
-            else:
-                label = prediction.get("label")
-                chosen = value[label] if isinstance(label, int) and 0 <= label < len(value) else max(value)
-                flat[f"{prefix}p(label)"] = chosen
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 # -- a run followed live ---------------------------------------------------------------------------
 
 
@@ -162,7 +142,7 @@ def epoch_stats(data: dict[str, Any]) -> str:
 
 def follow_experiment(client: Client, experiment_id: str, err: Console, out: Console) -> int:
     """Show the run's progress until it ends; returns the exit code (0 succeeded, 1 not, 130 Ctrl-C)."""
-    experiment = client.get(f"/experiments/{experiment_id}")
+    experiment = client.experiment(experiment_id).data
     name, total, status = experiment["name"], int(experiment["spec"]["epochs"]), experiment["status"]
     clock = EpochClock()
     done = 0
@@ -202,7 +182,7 @@ def follow_experiment(client: Client, experiment_id: str, err: Console, out: Con
     except KeyboardInterrupt:
         err.print(f"the run goes on: labtrain watch {experiment_id}")
         return 130
-    final = client.get(f"/experiments/{experiment_id}")
+    final = client.experiment(experiment_id).data
     line = f"{final['id']} {final['name']}: {final['status']} after {final['epochs_done']} epochs"
     if final["metrics"]["best"]:
         line += f"; best {metric_summary(final['metrics']['best'])}"
@@ -218,8 +198,6 @@ def _on_status(event: Event, total: int) -> tuple[str, int]:
 
 def follow_sweep(client: Client, sweep_id: str, err: Console, out: Console) -> int:
     """Show how many members ended until all have, then the study table; 0 finished, 1 cancelled."""
-    from cli.study import StudyError, follow
-
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -231,8 +209,8 @@ def follow_sweep(client: Client, sweep_id: str, err: Console, out: Console) -> i
     bar = progress.add_task(f"sweep {sweep_id}", total=None, counts="")
     last: list[str] = []
 
-    def on_progress(sweep: dict[str, Any]) -> None:
-        counts = sweep["counts"]
+    def on_progress(sweep: Sweep) -> None:
+        counts = sweep.data["counts"]
         ended = sum(n for s, n in counts.items() if s not in ("queued", "running"))
         text = ", ".join(f"{n} {s}" for s, n in counts.items())
         progress.update(bar, total=sum(counts.values()), completed=ended, counts=text)
@@ -242,11 +220,9 @@ def follow_sweep(client: Client, sweep_id: str, err: Console, out: Console) -> i
 
     try:
         with progress:
-            sweep = follow(client.http, sweep_id, on_progress, interval=1.0)
+            sweep = client.sweep(sweep_id).wait(on_progress=on_progress, poll_interval=1.0)
     except KeyboardInterrupt:
         err.print(f"the sweep goes on: labtrain table {sweep_id}")
         return 130
-    except (StudyError, httpx.HTTPError) as exc:
-        raise ServiceError(str(exc)) from exc
-    out.print(sweep_table(client.get(f"/sweeps/{sweep_id}/table")))
-    return 0 if sweep["status"] == "finished" else 1
+    out.print(sweep_table(sweep.table_data()))
+    return 0 if sweep.status == "finished" else 1

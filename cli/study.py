@@ -15,8 +15,9 @@ table's best row by validation). Running a study:
 5. writes `studies/results/<study>.md` (the comparison, our table, the test results),
    `<study>.json` (everything, raw) and `<study>.csv` (our table).
 
-Every function takes an `httpx.Client` whose `base_url` is the service (with its API key
-header); none prints. Only HTTP and YAML: the CLI does not import the service's code.
+Every function takes a `labtrain.Client` (the one HTTP layer of the client and the command; an
+`httpx.Client` whose base_url is the service is wrapped in one); none prints. Only HTTP and
+YAML: the CLI does not import the service's code.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import yaml  # type: ignore[import-untyped]
 
-MAX_UNREACHABLE = 30  # polls in a row without an answer before following gives up
+from labtrain import APIError, Client, Sweep, WaitTimeout
 
 
 class StudyError(Exception):
@@ -63,62 +63,34 @@ def load_study(path: Path) -> Study:
     return Study(path.stem, data, report, list(evaluate))
 
 
-def _check(response: httpx.Response, what: str) -> Any:
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-            detail = body.get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise StudyError(f"{what}: {response.status_code} {detail}")
-    return response.json()
+def as_client(client: Client | httpx.Client) -> Client:
+    return client if isinstance(client, Client) else Client(http=client)
 
 
-def submit(client: httpx.Client, study: Study) -> dict[str, Any]:
+def submit(client: Client, study: Study) -> Sweep:
     """POST /sweeps; the same file again returns the sweep it already created."""
-    return _check(client.post("/sweeps", json=study.body, headers={"Idempotency-Key": study.key}), "POST /sweeps")
+    try:
+        return client.submit_sweep(study.body, idempotency_key=study.key)
+    except APIError as exc:
+        raise StudyError(f"POST /sweeps: {exc}") from exc
 
 
 def follow(
-    client: httpx.Client,
-    sweep_id: str,
+    sweep: Sweep,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 2.0,
     timeout: float | None = None,
-) -> dict[str, Any]:
-    """Poll GET /sweeps/{id} until no member is queued or running; returns the last sweep."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    unreachable = 0
-    while True:
-        try:
-            sweep = _check(client.get(f"/sweeps/{sweep_id}"), f"GET /sweeps/{sweep_id}")
-            unreachable = 0
-        except httpx.TransportError as exc:  # the API restarting: the sweep goes on without it
-            unreachable += 1
-            if unreachable > MAX_UNREACHABLE:
-                raise StudyError(f"the service does not answer ({exc}); the sweep {sweep_id} goes on") from exc
-            time.sleep(interval)
-            continue
-        if on_progress is not None:
-            on_progress(sweep)
-        if not {"queued", "running"} & set(sweep["counts"]):
-            return sweep
-        if deadline is not None and time.monotonic() > deadline:
-            raise StudyError(f"sweep {sweep_id} still running after {timeout:g} s: {sweep['counts']}")
-        time.sleep(interval)
+) -> Sweep:
+    """Poll the sweep until no member is queued or running (an API restarting meanwhile is
+    waited for); returns it refreshed."""
+    try:
+        return sweep.wait(timeout, None if on_progress is None else lambda s: on_progress(s.data), interval)
+    except WaitTimeout as exc:
+        raise StudyError(f"{exc} after {timeout:g} s") from exc
 
 
-def read_table(client: httpx.Client, sweep_id: str, fmt: str = "json") -> Any:
-    response = client.get(f"/sweeps/{sweep_id}/table", params={"format": fmt})
-    if fmt == "json":
-        return _check(response, "GET table")
-    _check_text(response)
-    return response.text
-
-
-def _check_text(response: httpx.Response) -> None:
-    if response.status_code >= 400:
-        raise StudyError(f"GET table: {response.status_code} {response.text}")
+def read_table(sweep: Sweep, fmt: str = "json") -> Any:
+    return sweep.table_data(fmt)
 
 
 # -- ours beside the report's -------------------------------------------------------------------
@@ -206,18 +178,20 @@ def chosen_rows(study: Study, table: dict[str, Any]) -> list[dict[str, Any]]:
     return chosen
 
 
-def _test_evaluation(client: httpx.Client, experiment_id: str, name: str) -> dict[str, Any]:
+def _test_evaluation(client: Client, experiment_id: str, name: str) -> dict[str, Any]:
     """The experiment's first test evaluation: the recorded one when the study ran before (the
     test set is looked at once per model), else a new one."""
-    recorded = _check(client.get(f"/experiments/{experiment_id}/evaluations"), f"evaluations of {name}")
-    earlier = [e for e in recorded["items"] if e["split"] == "test"]
-    if earlier:
-        return earlier[0]
-    response = client.post(f"/experiments/{experiment_id}/evaluations", json={"split": "test"})
-    return _check(response, f"evaluate {name} ({experiment_id})")
+    path = f"/experiments/{experiment_id}/evaluations"
+    try:
+        earlier = [e for e in client.transport.json("GET", path)["items"] if e["split"] == "test"]
+        if earlier:
+            return dict(earlier[0])
+        return dict(client.transport.json("POST", path, json={"split": "test"}))
+    except APIError as exc:
+        raise StudyError(f"evaluate {name} ({experiment_id}): {exc}") from exc
 
 
-def evaluate(client: httpx.Client, study: Study, table: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate(client: Client, study: Study, table: dict[str, Any]) -> list[dict[str, Any]]:
     """Each chosen row's test metrics (every repeat evaluated; the mean when several), beside
     the report's test number. Only succeeded members have a model to evaluate."""
     results = []
@@ -250,55 +224,35 @@ def evaluations_markdown(results: list[dict[str, Any]], metric: str) -> str:
 
 
 def run_study(
-    client: httpx.Client,
+    client: Client | httpx.Client,
     path: Path,
     results_dir: Path,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 2.0,
 ) -> dict[str, Any]:
     """Submit, follow, tabulate, evaluate, write results; returns what was written to JSON."""
+    service = as_client(client)
     study = load_study(path)
-    sweep = submit(client, study)
-    sweep = follow(client, sweep["id"], on_progress, interval)
-    table = read_table(client, sweep["id"])
+    sweep = follow(submit(service, study), on_progress, interval)
+    table = read_table(sweep)
     lines = compare(study, table)
-    tests = evaluate(client, study, table)
+    tests = evaluate(service, study, table)
     metric = study.report.get("metric") or table.get("metric") or "val_accuracy"
-    result = {"study": study.name, "sweep": sweep, "table": table, "comparison": lines, "test": tests}
+    result = {"study": study.name, "sweep": sweep.data, "table": table, "comparison": lines, "test": tests}
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{study.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (results_dir / f"{study.name}.csv").write_text(read_table(client, sweep["id"], "csv"))
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep["counts"].items()))
+    (results_dir / f"{study.name}.csv").write_text(read_table(sweep, "csv"))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep.data["counts"].items()))
     note = study.report.get("note")
     parts = [
         f"# {study.body.get('name', study.name)}: ours beside the report's\n",
-        f"Sweep `{sweep['id']}`: {sweep['size']} experiments ({counts}). Validation metrics of the last epoch; "
+        f"Sweep `{sweep.id}`: {sweep.data['size']} experiments ({counts}). Validation metrics of the last epoch; "
         "`*` marks our best row by validation.\n",
         *([f"Report: {note}\n"] if note else []),
         comparison_markdown(lines),
         "## Our table\n",
-        read_table(client, sweep["id"], "markdown"),
+        read_table(sweep, "markdown"),
         *(["## Test set (evaluated once, after selection)\n", evaluations_markdown(tests, metric)] if tests else []),
     ]
     (results_dir / f"{study.name}.md").write_text("\n".join(parts))
     return result
-
-
-def _main() -> None:  # pragma: no cover - `python -m cli.study FILE [URL]` until the CLI wires it
-    import sys
-
-    path = Path(sys.argv[1])
-    url = sys.argv[2] if len(sys.argv) > 2 else "http://127.0.0.1:8000"
-
-    def progress(sweep: dict[str, Any]) -> None:
-        counts = ", ".join(f"{n} {s}" for s, n in sorted(sweep["counts"].items()))
-        sys.stderr.write(f"\r{sweep['id']} {sweep['status']}: {counts}    ")
-
-    with httpx.Client(base_url=url, timeout=60.0) as client:
-        run_study(client, path, path.parent / "results", progress)
-    sys.stderr.write("\n")
-    sys.stdout.write((path.parent / "results" / f"{path.stem}.md").read_text())
-
-
-if __name__ == "__main__":
-    _main()

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from labtrain.errors import APIError, ServiceUnreachable, StreamLost, error_from
+from labtrain.errors import APIError, LabtrainError, ServiceUnreachable, StreamLost, error_from
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -37,6 +37,8 @@ def default_url(environ: Mapping[str, str] | None = None) -> str:
         return normalize_url(url)
     host = env.get("LABTRAIN_HOST", "").strip() or DEFAULT_HOST
     port = env.get("LABTRAIN_PORT", "").strip() or str(DEFAULT_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise LabtrainError(f"LABTRAIN_PORT={port!r} is not a port number (1-65535)")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address in a URL
@@ -93,19 +95,24 @@ class Transport:
         max_retries: int = MAX_RETRIES,
         max_retry_wait: float = MAX_RETRY_WAIT,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         from labtrain import __version__
 
-        self.url = normalize_url(url)
+        self.url = normalize_url(str(http.base_url) if http is not None and not url else url)
         headers = {"User-Agent": f"labtrain-client/{__version__}"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.owns_http = http is None  # a client handed in is its owner's to close
+        if http is None:
+            http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.http = http
         self.max_retries = max_retries
         self.max_retry_wait = max_retry_wait
 
     def close(self) -> None:
-        self.http.close()
+        if self.owns_http:
+            self.http.close()
 
     def unreachable(self, exc: httpx.TransportError) -> ServiceUnreachable:
         if isinstance(exc, httpx.ConnectError):

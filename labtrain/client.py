@@ -20,7 +20,7 @@ import httpx
 
 from labtrain._frames import is_dataframe
 from labtrain._http import Event, Transport, default_api_key, default_url
-from labtrain.errors import LabtrainError, ServiceUnreachable, StreamLost, WaitTimeout
+from labtrain.errors import ServiceUnreachable, SpecFileError, StreamLost, WaitTimeout
 from labtrain.resources import TERMINAL, Dataset, Experiment, Sweep, pages
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class Client:
     (127.0.0.1:8000, where `labtrain up` listens); `api_key` to `LABTRAIN_API_KEY`, sent as
     `Authorization: Bearer <key>`. Refusals raise `labtrain.APIError` subclasses; 429 and 503
     are retried after their Retry-After, up to `max_retries` times and never waiting more than
-    `max_retry_wait` seconds at once (a longer Retry-After is raised, in `APIError.retry_after`)."""
+    `max_retry_wait` seconds at once (a longer Retry-After is raised, in `APIError.retry_after`).
+    `http` hands in an httpx.Client of your own (its base URL, headers, proxies), left open on close."""
 
     def __init__(
         self,
@@ -49,9 +50,11 @@ class Client:
         max_retries: int = 3,
         max_retry_wait: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
         key = api_key if api_key is not None else default_api_key()
-        self.transport = Transport(url or default_url(), key, timeout, max_retries, max_retry_wait, transport)
+        base = url or ("" if http is not None else default_url())
+        self.transport = Transport(base, key, timeout, max_retries, max_retry_wait, transport, http)
 
     @property
     def url(self) -> str:
@@ -216,7 +219,7 @@ class Client:
             try:
                 content = path.read_bytes()
             except OSError as exc:
-                raise LabtrainError(f"cannot read {path}: {exc.strerror}") from exc
+                raise SpecFileError(f"cannot read {path}: {exc.strerror}") from exc
             filename = path.name
         form = {k: v for k, v in {"target": target, "name": name, "format": format}.items() if v is not None}
         response = self.transport.json("POST", "/datasets", files={"file": (filename, content)}, data=form)
@@ -250,16 +253,16 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     """A spec or sweep file: JSON (.json) or YAML (.yaml, .yml), a mapping."""
     suffix = path.suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
-        raise LabtrainError(f"{path}: expected a .json, .yaml, .yml file")
+        raise SpecFileError(f"{path}: expected a .json, .yaml, .yml file")
     try:
         text = path.read_text()
     except OSError as exc:
-        raise LabtrainError(f"cannot read {path}: {exc.strerror}") from exc
+        raise SpecFileError(f"cannot read {path}: {exc.strerror}") from exc
     if suffix == ".json":
         try:
             body = json.loads(text)
         except ValueError as exc:
-            raise LabtrainError(f"{path}: not valid JSON: {' '.join(str(exc).split())}") from exc
+            raise SpecFileError(f"{path}: not valid JSON: {' '.join(str(exc).split())}") from exc
     else:
         try:
             import yaml  # type: ignore[import-untyped]
@@ -268,7 +271,7 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         try:
             body = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise LabtrainError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+            raise SpecFileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(body, dict):
-        raise LabtrainError(f"{path}: a spec is a mapping of fields (dataset, model, loss, ...)")
+        raise SpecFileError(f"{path}: a spec is a mapping of fields (dataset, model, loss, ...)")
     return body

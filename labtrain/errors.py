@@ -24,6 +24,10 @@ class ServiceUnreachable(LabtrainError):
         self.url = url
 
 
+class SpecFileError(LabtrainError, ValueError):
+    """A local file (a spec, a sweep, an upload) that cannot be read or parsed; nothing was sent."""
+
+
 class StreamLost(LabtrainError):
     """An event stream that could not be followed to its end (`Experiment.wait` then polls)."""
 

@@ -134,7 +134,7 @@ def test_refusals_are_one_readable_line_with_their_exit_code(stack: Stack, tmp_p
     for args in (["list"], ["show", "x"], ["submit", str(write(tmp_path / "ok.json", tiny_spec("ok")))]):
         assert refused(labtrain(dead, *args), 1) == expected
     assert refused(labtrain(stack.base_url, "list", "--url", dead), 1) == expected  # --url beats LABTRAIN_URL
-    study_run = labtrain(dead, "study", "run", str(study), "--results", str(tmp_path / "results"))
+    study_run = labtrain(dead, "study", "run", str(study), "--out", str(tmp_path / "results"))
     assert refused(study_run, 1) == expected
 
 
