@@ -42,7 +42,9 @@ from core.tables import utcnow
 log = logging.getLogger("labtrain.reconciler")
 
 LOCK_KEY = "labtrain:reconciler"
-PASS_LOCK_SECONDS = 300.0  # the lock outlives a slow pass; it is shortened to the interval after it
+# The lock outlives a slow pass (it is shortened to the interval after it), but not by much: a worker
+# whose host is cut off mid-pass cannot release it, and every other worker waits for it to expire.
+PASS_LOCK_INTERVALS = 5
 BATCH = 1000  # experiments looked at in one pass (oldest first); the next pass takes the rest
 
 
@@ -172,7 +174,8 @@ class Reconciler(threading.Thread):
         with self.app.connection_for_write() as connection:
             channel = connection.default_channel
             client = channel.client
-            if not client.set(LOCK_KEY, self._token, nx=True, px=int(PASS_LOCK_SECONDS * 1000)):
+            lock_ms = int(PASS_LOCK_INTERVALS * self.settings.reconcile_seconds * 1000)
+            if not client.set(LOCK_KEY, self._token, nx=True, px=lock_ms):
                 return  # another worker's pass runs, or ran less than an interval ago
             started = time.monotonic()
             try:
