@@ -1,8 +1,9 @@
 """The OpenAPI document tells the truth about errors: FastAPI documents every 422 as its own
 `HTTPValidationError` (`{"detail": [...]}`), while labtrain answers with its envelope
-(api/errors.py): `{"error": "ValidationError", "detail": "<one line>", "errors": [...]}`. And a
+(api/errors.py): `{"error": "ValidationError", "detail": "<one line>", "errors": [...]}`. A
 body that is not text (invalid UTF-8) gets FastAPI's 400 before any validation, on every
-operation that takes a JSON body: that 400 is documented too."""
+operation that takes a JSON body; and every operation may answer 422 for its request line (an
+unknown query parameter, a NUL character: api/request_rules.py): both are documented too."""
 
 from __future__ import annotations
 
@@ -47,6 +48,13 @@ UNREADABLE_BODY: dict[str, Any] = {
 }
 
 
+REQUEST_LINE: dict[str, Any] = {
+    "description": "a query parameter the operation does not take, or a NUL character in the path or the query "
+    "(`ValidationError`, `errors[].loc` names it)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+}
+
+
 def document_error_envelope(app: FastAPI) -> None:
     """Build the schema once, with FastAPI's 422 schema replaced by the envelope's, and the 400
     of an unreadable JSON body on the operations that take one."""
@@ -59,10 +67,13 @@ def document_error_envelope(app: FastAPI) -> None:
             if "HTTPValidationError" in schemas:
                 schemas["HTTPValidationError"] = VALIDATION_ENVELOPE
             schemas["ErrorEnvelope"] = ENVELOPE
+            schemas.setdefault("HTTPValidationError", VALIDATION_ENVELOPE)
             for operations in schema.get("paths", {}).values():
                 for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
                     if "application/json" in operation.get("requestBody", {}).get("content", {}):
-                        operation.setdefault("responses", {}).setdefault("400", UNREADABLE_BODY)
+                        responses.setdefault("400", UNREADABLE_BODY)
+                    responses.setdefault("422", REQUEST_LINE)  # api/request_rules.py: on every route
             app.openapi_schema = schema
         return app.openapi_schema
 
