@@ -28,8 +28,21 @@ def predict_house(browser: Browser) -> None:
     browser.wait(lambda: "μ" in browser.text("#prediction"), "the prediction")
 
 
+def bad_spec(browser: Browser) -> None:
+    import json
+
+    from tests.ui.conftest import MODEL22
+
+    bad = {**MODEL22, "model": {**MODEL22["model"], "neurons": 0}, "loss": "hinge"}
+    browser.js("const e = document.getElementById('spec-editor'); e.value = arguments[0];"
+               " e.dispatchEvent(new Event('input'))", json.dumps(bad, indent=2))  # fmt: skip
+    browser.click("#submit-spec")
+    browser.wait(lambda: browser.js("return document.querySelectorAll('#field-errors li').length"), "the errors")
+
+
 def shoot(
-    browser: Browser, path: str, name: str, ready: str, width: int = 1280, height: int = 0, prepare: Any = None
+    browser: Browser, path: str, name: str, ready: str, width: int = 1280, height: int = 0, prepare: Any = None,
+    expected_statuses: tuple[int, ...] = (),
 ) -> None:
     """Opens `path`, waits until the script `ready` is true, runs `prepare`, and saves the page at
     `width` wide (as tall as the page, or `height`)."""
@@ -44,8 +57,9 @@ def shoot(
     browser.driver.set_window_size(width, height or min(full, 2200))
     time.sleep(0.8)
     browser.driver.save_screenshot(str(OUT / f"ui-{name}.png"))
-    errors = browser.console_errors()
+    errors = browser.console_errors(expected_statuses)
     assert not errors, errors
+    browser.log.clear()  # each picture answers for its own page
 
 
 def main(base_url: str, model22: str, sweep: str, houses: str) -> None:
@@ -57,6 +71,8 @@ def main(base_url: str, model22: str, sweep: str, houses: str) -> None:
         shoot(browser, f"/ui/experiments/{houses}", "house-prices", plots, height=2000, prepare=predict_house)
         compare = "return document.querySelector('#h-compare ~ figure .chart')?.dataset.points"
         shoot(browser, f"/ui/sweeps/{sweep}", "sweep", compare, height=1250)
+        shoot(browser, "/ui/new", "editor", "return document.getElementById('spec-editor')?.value", height=800,
+              prepare=bad_spec, expected_statuses=(422,))  # fmt: skip
         shoot(browser, "/ui/datasets", "datasets", "return document.querySelectorAll('#datasets tbody tr').length")
         shoot(browser, f"/ui/experiments/{model22}", "model22-narrow", plots, width=390, height=1400)
     finally:

@@ -129,6 +129,11 @@ def test_a_bad_spec_shows_its_field_errors(browser: Browser, ui_stack: Stack) ->
     shown = browser.js("return [...document.querySelectorAll('#field-errors li')].map(li => li.dataset.loc)")
     assert set(shown) == api_paths
     assert any(p.endswith("neurons") for p in shown)
+    # The editor's gutter marks the field's line.
+    text = browser.js("return document.getElementById('spec-editor').value")
+    neurons_line = text[: text.index('"neurons": 0')].count("\n") + 1
+    marked = browser.js("return [...document.querySelectorAll('.gutter .bad')].map(s => s.textContent)")
+    assert f"✗ {neurons_line}" in marked
     # Each error leads to its field in the editor.
     from selenium.webdriver.common.by import By
 

@@ -35,18 +35,32 @@ export function locate(text, loc) {
 
 export function render(ctx) {
   const { main, query, navigate } = ctx;
-  const editor = h("textarea", { id: "spec-editor", rows: 22, spellcheck: false, "aria-describedby": "editor-help", autocomplete: "off" });
+  const editor = h("textarea", { id: "spec-editor", rows: 24, spellcheck: false, "aria-describedby": "editor-help field-errors", autocomplete: "off", wrap: "off" });
+  // Line numbers beside the editor; a field error marks its line there (✗), at the field.
+  const gutter = h("pre", { class: "gutter", "aria-hidden": "true" });
+  let marked = new Map();  // line → messages
+  const drawGutter = () => {
+    const count = editor.value.split("\n").length;
+    gutter.replaceChildren(...Array.from({ length: count }, (_, i) => {
+      const messages = marked.get(i + 1);
+      return h("span", { class: messages ? "bad" : null, title: messages ? messages.join("; ") : null }, `${messages ? "✗ " : ""}${i + 1}`);
+    }));
+    gutter.scrollTop = editor.scrollTop;
+  };
+  editor.addEventListener("input", drawGutter);
+  editor.addEventListener("scroll", () => { gutter.scrollTop = editor.scrollTop; });
   const errors = h("div", { id: "field-errors", "aria-live": "assertive" });
   const submit = h("button", { type: "submit", class: "primary", id: "submit-spec" }, "Submit");
   const form = h("form", { class: "editor", onsubmit: send },
     h("label", { for: "spec-editor" }, "Spec (JSON)"),
     h("p", { class: "muted", id: "editor-help" }, "An experiment spec (see the README's spec table), or a sweep: a body with ",
       h("code", {}, "base"), " goes to POST /sweeps. Unknown fields are refused."),
-    editor, errors,
+    h("div", { class: "editor-grid" }, h("div", { class: "editor-frame" }, gutter, editor), errors),
     h("div", { class: "actions" }, submit,
       h("button", { type: "button", onclick: () => { editor.value = JSON.stringify(MODEL22, null, 2); clear(); } }, "Reset to model22")));
   main.append(h("h1", {}, "New experiment"), form);
   editor.value = JSON.stringify(MODEL22, null, 2);
+  drawGutter();
   editor.addEventListener("keydown", (event) => {  // Tab indents; Escape then Tab leaves the editor
     if (event.key === "Tab" && !event.shiftKey && !editor.dataset.escaped) {
       event.preventDefault();
@@ -62,12 +76,14 @@ export function render(ctx) {
       if (query.get("from")) {
         const exp = await api(`/experiments/${encodeURIComponent(query.get("from"))}`);
         editor.value = JSON.stringify({ ...exp.spec, name: `${exp.spec.name}-copy` }, null, 2);
+        drawGutter();
       } else if (query.get("dataset") || query.get("dataset_id")) {
         // A built-in by name, an upload by id; the loss then follows from the dataset's task.
         const dataset = query.get("dataset_id") ? { id: query.get("dataset_id") } : { name: query.get("dataset") };
         const spec = { ...MODEL22, name: "experiment", dataset };
         delete spec.loss;
         editor.value = JSON.stringify(spec, null, 2);
+        drawGutter();
       }
     } catch (error) {
       errors.replaceChildren(message(error.message));
@@ -77,6 +93,8 @@ export function render(ctx) {
   function clear() {
     errors.replaceChildren();
     editor.removeAttribute("aria-invalid");
+    marked = new Map();
+    drawGutter();
   }
 
   async function send(event) {
@@ -106,10 +124,19 @@ export function render(ctx) {
         h("p", { class: "message message-error", role: "alert" }, `${error.body.error}: ${list.length} field error${list.length > 1 ? "s" : ""}`),
         h("ul", { class: "field-errors" }, list.map((e) => {
           const path = e.loc.filter((p) => p !== "body").join(".");
+          const span = locate(editor.value, e.loc);
+          const line = span ? editor.value.slice(0, span[0]).split("\n").length : null;
           return h("li", { "data-loc": path },
             h("button", { type: "button", class: "link", onclick: () => jump(e.loc) }, h("code", {}, path || "(the body)")),
-            `: ${e.msg}`);
+            line ? ` (line ${line})` : "", `: ${e.msg}`);
         })));
+      for (const e of list) {
+        const span = locate(editor.value, e.loc);
+        if (!span) continue;
+        const line = editor.value.slice(0, span[0]).split("\n").length;
+        marked.set(line, [...(marked.get(line) || []), e.msg]);
+      }
+      drawGutter();
       const first = list.find((e) => locate(editor.value, e.loc));
       if (first) jump(first.loc, false);
     } finally {
@@ -125,5 +152,6 @@ export function render(ctx) {
     // Scroll the field into view: its line's offset in the editor.
     const line = editor.value.slice(0, span[0]).split("\n").length - 1;
     editor.scrollTop = Math.max(0, line * 18 - editor.clientHeight / 3);
+    gutter.scrollTop = editor.scrollTop;
   }
 }

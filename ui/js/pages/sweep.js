@@ -52,6 +52,7 @@ export function render(ctx, id) {
   let compare = null;
   let overlay = null;
   let stopped = false;
+  let membersPending = false;
 
   const head = h("div", { class: "page-head" });
   const notice = h("div");
@@ -76,7 +77,10 @@ export function render(ctx, id) {
         if (ev.event === "experiment") {
           const before = members.get(ev.data.experiment_id);
           members.set(ev.data.experiment_id, ev.data);
-          drawMembers();
+          if (!membersPending) {  // a reconnect sends every member at once: draw once per frame
+            membersPending = true;
+            requestAnimationFrame(() => { membersPending = false; if (!stopped) drawMembers(); });
+          }
           if (!before || before.status !== ev.data.status) scheduleTable();
         } else if (ev.event === "status") {
           Object.assign(sweep, { status: ev.data.status, counts: ev.data.counts });
