@@ -2,7 +2,8 @@
 # Makes the pictures of the README's tour (docs/img/*.png) with the `labtrain` command, one per
 # exercise of the lab report, from a service of its own: `labtrain up` on SQLite and the embedded
 # Redis in a fresh data folder, stopped at the end. It prints the session as it goes (the README's
-# "Tour" shows it). About two minutes on a laptop's CPU.
+# "Tour" shows it), then the pictures of "Plots and live progress". About three minutes on a
+# laptop's CPU.
 #
 #   docs/make_tour.sh                              # port 8765, data in /tmp/tour
 #   TOUR_PORT=8790 TOUR_DATA_DIR=/tmp/t docs/make_tour.sh
@@ -49,9 +50,24 @@ labtrain plot "$SPIRALS" decision-boundary --out $IMG/ex1-spirals-decision-bound
 labtrain plot "$DIGITS" confusion --out $IMG/ex2-digits-confusion.png
 labtrain plot "$COLORED" learning-curves --out $IMG/ex3-colored-digits-learning-curves.png
 labtrain plot "$HOUSES" sigma --feature Gr_Liv_Area --out $IMG/ex4-house-prices-sigma.png
+labtrain plot "$HOUSES" learning-curves --out $IMG/ex4-house-prices-learning-curves.png
+
+# The README's learning-rate sweep ("Sweeps and the reference study"): 5 rates x 5 seeds.
+LR_SWEEP='{"name": "widths", "base": {"dataset": {"name": "spirals"}, "model": {"hidden_layers": 2, "neurons": 16},
+  "optimizer": {"name": "sgd", "lr": 0.01}, "batch_size": 10, "epochs": 200},
+  "grid": {"optimizer.lr": [0.003, 0.01, 0.03, 0.1, 0.3]}, "repeats": 5}'
+echo "\$ curl -s -X POST $LABTRAIN_URL/sweeps -H 'content-type: application/json' -d '$LR_SWEEP'" >&2
+SWEEP=$(curl -sf -X POST "$LABTRAIN_URL/sweeps" -H 'content-type: application/json' -d "$LR_SWEEP" |
+    "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 600); do
+    curl -sf "$LABTRAIN_URL/sweeps/$SWEEP" | grep -q '"status":"finished"' && break
+    sleep 1
+done
+labtrain table "$SWEEP"
+labtrain plot "$SWEEP" compare --out $IMG/sweep-lr-compare.png
 
 # Lossless recompression; a palette of 256 colors only for a picture still above 200 KB.
-"$BIN/python" - $IMG/ex[1-4]-*.png <<'EOF'
+"$BIN/python" - $IMG/*.png <<'EOF'
 import sys
 from pathlib import Path
 

@@ -4,6 +4,7 @@ that say why, and cached pictures with ETags that change when the data does."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,19 @@ def sweep(stack: Stack) -> str:
     return body["id"]
 
 
+@pytest.fixture(scope="module")
+def sweeps(stack: Stack, sweep: str) -> dict[str, str]:
+    """kind → a finished sweep: variants (above), a learning-rate grid with repeats, a random search."""
+    grid = post_sweep(stack, {"name": "plot-lr-grid", "base": base_spec(epochs=6),
+                              "grid": {"optimizer.lr": [0.001, 0.01, 0.1]}, "repeats": 2})  # fmt: skip
+    space = {"optimizer.lr": {"log_uniform": [1e-4, 0.1]}, "model.neurons": {"choice": [4, 8]}}
+    search = post_sweep(stack, {"name": "plot-random", "base": base_spec(epochs=6),
+                                "random": {"samples": 5, "seed": 1, "space": space}})  # fmt: skip
+    for body in (grid, search):
+        wait_sweep(stack, body["id"], timeout=120)
+    return {"variants": sweep, "grid": grid["id"], "random": search["id"]}
+
+
 def png(stack: Stack, path: str, **params: str) -> bytes:
     response = stack.client.get(path, params=params)
     assert response.status_code == 200, response.text
@@ -72,8 +86,10 @@ def predict(stack: Stack, experiment_id: str, rows: list[Any]) -> list[dict[str,
 
 @pytest.mark.timeout(240)
 def test_every_plot_is_a_picture_of_the_expected_size(stack: Stack, trained: dict[str, str], sweep: str) -> None:
-    for experiment_id in trained.values():
-        assert_picture(png(stack, f"/experiments/{experiment_id}/plots/learning-curves.png"), (800, 500))
+    # Learning curves: a panel per quantity, two per row (loss and accuracy; loss, RMSE, NLL, ...).
+    for kind in ("binary", "digits", "two_targets"):
+        assert_picture(png(stack, f"/experiments/{trained[kind]}/plots/learning-curves.png"), (1000, 400))
+    assert_picture(png(stack, f"/experiments/{trained['gaussian']}/plots/learning-curves.png"), (1000, 700))
     binary, gaussian = trained["binary"], trained["gaussian"]
     assert_picture(png(stack, f"/experiments/{binary}/plots/decision-boundary.png"), (700, 600))
     assert_picture(png(stack, f"/experiments/{binary}/plots/confusion.png"), (600, 550))
@@ -130,6 +146,52 @@ def test_the_sigma_curve_equals_predictions(stack: Stack, trained: dict[str, str
     assert all(s > 0 for s in curve["sigma"])
     default = stack.client.get(f"/experiments/{gaussian}/plots/sigma.json").json()
     assert default["feature"] == curve["features"][0]  # no ?feature=: the first one
+    assert (curve["target"], curve["unit"]) == ("Sale_Price", "USD")  # what the PNG's axes say
+
+
+@pytest.mark.timeout(240)
+def test_the_compare_plot_puts_the_swept_parameter_on_x(stack: Stack, sweeps: dict[str, str]) -> None:
+    grid, search, variants = (f"/sweeps/{sweeps[k]}/plots/compare.png" for k in ("grid", "random", "variants"))
+    by_lr = png(stack, grid)  # the learning rate, detected from the grid, with error bars over 2 seeds
+    assert_picture(by_lr, (800, 500))
+    assert png(stack, grid, x="optimizer.lr") == by_lr
+    assert_picture(png(stack, grid, x="lr"), (800, 500))  # the table's column: the same values, named lr
+    by_size = png(stack, grid, x="parameters")
+    assert_picture(by_size, (800, 500))
+    assert by_size != by_lr
+    # Every row is relu: a colour of one value says nothing and is dropped.
+    assert png(stack, grid, color_by="act") == by_lr
+    assert png(stack, grid, color_by="model.activation") == by_lr
+    assert png(stack, grid, color_by="lr") != by_lr
+    assert_picture(png(stack, search), (800, 500))  # x: optimizer.lr; colour: model.neurons
+    assert png(stack, search, x="model.neurons", color_by="optimizer.lr") != png(stack, search)
+    assert_picture(png(stack, variants, x="model.activation"), (800, 500))  # a categorical x
+    assert_picture(png(stack, variants, x="dataset.params.noise"), (800, 500))  # any path: one value
+
+
+@pytest.mark.timeout(240)
+def test_an_uploads_plots_speak_of_its_target_not_of_sales(stack: Stack) -> None:
+    rng = np.random.default_rng(0)
+    age, bmi = rng.uniform(20, 80, 300), rng.uniform(18, 40, 300)
+    progression = 3 * age + 5 * bmi + rng.normal(0, 10 + age / 4)
+    rows = "".join(f"{a:.2f},{b:.2f},{p:.1f}\n" for a, b, p in zip(age, bmi, progression, strict=True))
+    form = {"target": "progression", "name": f"diabetes-{uuid.uuid4().hex[:6]}"}
+    response = stack.client.post(
+        "/datasets", files={"file": ("diabetes.csv", "age,bmi,progression\n" + rows)}, data=form
+    )
+    assert response.status_code == 201, response.text
+    spec = SPECS["gaussian"] | {
+        "name": "plot-upload",
+        "dataset": {"id": response.json()["id"]},
+        "batch_size": 32,
+        "epochs": 4,
+    }
+    experiment_id = stack.submit(spec)["id"]
+    assert stack.wait_terminal(experiment_id, timeout=120)["status"] == "succeeded"
+    curve = stack.client.get(f"/experiments/{experiment_id}/plots/sigma.json", params={"feature": "age"}).json()
+    assert (curve["target"], curve["unit"]) == ("progression", "progression")
+    assert_picture(png(stack, f"/experiments/{experiment_id}/plots/sigma.png", feature="age"), (800, 700))
+    assert_picture(png(stack, f"/experiments/{experiment_id}/plots/learning-curves.png"), (1000, 700))
 
 
 @pytest.mark.timeout(120)
@@ -175,6 +237,15 @@ def test_plots_that_do_not_apply_are_refused_saying_why(stack: Stack, trained: d
     assert "act" in body["errors"][0]["msg"]
     body = refused(stack, compare, 422, "ValidationError", metric="val_rmse")
     assert "val_accuracy" in body["errors"][0]["msg"]
+    for x, why in (("model.depth", "has no field 'depth'"), ("optimizer", "is an object"),
+                   ("early_stopping.patience", "no row of this sweep has a value")):  # fmt: skip
+        (error,) = refused(stack, compare, 422, "ValidationError", x=x)["errors"]
+        assert error["loc"] == ["query", "x"]
+        assert why in error["msg"]
+        assert "parameters" in error["msg"]
+        assert "model.neurons, model.activation" in error["msg"]  # the paths this sweep varies
+    (error,) = refused(stack, compare, 422, "ValidationError", color_by="model.depth")["errors"]
+    assert error["loc"] == ["query", "color_by"]
 
 
 @pytest.mark.timeout(120)
@@ -208,6 +279,6 @@ def test_plots_are_cached_and_change_only_with_their_data(stack: Stack, trained:
     assert final.content != live.content
     assert final.headers["cache-control"].startswith("private, max-age=")
     assert stack.client.get(curves, headers={"If-None-Match": live.headers["etag"]}).status_code == 200
-    assert_picture(final.content, (800, 500))
+    assert_picture(final.content, (1000, 400))
     # A cancelled run has no model: the model plots say so.
     refused(stack, f"/experiments/{running}/plots/confusion.png", 409, "ExperimentNotFinished")
