@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q --durations=15
 # On a CUDA machine: make install TORCH_INDEX=https://download.pytorch.org/whl/cu126
 TORCH_INDEX ?=
 
-.PHONY: venv install run test lint typecheck bench clean
+.PHONY: venv install run test lint typecheck bench clean dist
 
 venv install: $(STAMP)
 
@@ -38,7 +38,13 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.sweep_service
 	$(BIN)/python -m bench.load
 
+# Two wheels in dist/: the service (labtrain, for its own virtual environment or container) and
+# the client alone (labtrain-client: the `labtrain` package, httpx; pandas and PyYAML as extras).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist . ./client
+
 # Removes the environment and caches, never var/ (the embedded database and the artifacts).
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) build dist *.egg-info client/build client/*.egg-info .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
