@@ -30,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy api worker ml core cli
+	$(BIN)/mypy api worker ml core cli labtrain
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.service_overhead
