@@ -67,7 +67,7 @@ labtrain table "$SWEEP"
 labtrain plot "$SWEEP" compare --out $IMG/sweep-lr-compare.png
 
 # Lossless recompression; a palette of 256 colors only for a picture still above 200 KB.
-"$BIN/python" - $IMG/*.png <<'EOF'
+"$BIN/python" - $IMG/ex[1-4]-*.png $IMG/sweep-*.png <<'EOF'
 import sys
 from pathlib import Path
 

@@ -50,6 +50,23 @@ def log_scale(values: Iterable[Any], *, decades: float = LOG_DECADES) -> bool:
     return max(finite) / min(finite) > 10**decades
 
 
+def y_scale(values: Iterable[Any], *, decades: float = LOG_DECADES) -> tuple[str, float]:
+    """(scale, linthresh) of a value axis: "log" by log_scale; "symlog" when some value is not
+    positive and the largest magnitude is more than `decades` decades above the median one (a
+    negative NLL loss with a spike of 135,000: linear up to about the median magnitude, `linthresh`,
+    logarithmic beyond); else "linear"."""
+    finite = [float(v) for v in values if is_number(v) and math.isfinite(v)]
+    if log_scale(finite, decades=decades):
+        return "log", 0.0
+    magnitudes = sorted(abs(v) for v in finite if v != 0)
+    if not magnitudes or min(finite) > 0:
+        return "linear", 0.0
+    median = magnitudes[len(magnitudes) // 2]
+    if magnitudes[-1] / median <= 10**decades:
+        return "linear", 0.0
+    return "symlog", 10 ** math.floor(math.log10(median))
+
+
 def is_learning_rate(path: str) -> bool:
     leaf = path.rsplit(".", 1)[-1]
     return leaf in {"lr", "learning_rate"}

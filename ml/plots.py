@@ -17,7 +17,7 @@ from matplotlib.ticker import PercentFormatter
 from ml.data import split_of
 from ml.datasets import Dataset
 from ml.figures import figure, number_axis, png
-from ml.plot_format import KeptEpoch, PlotError, Wording, log_scale, wording
+from ml.plot_format import KeptEpoch, PlotError, Wording, wording, y_scale
 from ml.predict import Predictor
 from ml.spec import ExperimentSpec
 
@@ -69,7 +69,8 @@ def curves_figure(
 ) -> Figure:
     """One panel per quantity against the epoch: the loss (train and validation), then each
     validation metric (accuracy, RMSE in `unit`, NLL, the within-σ shares beside their calibrated
-    values). A panel is logarithmic when its values are positive and span more than two decades;
+    values). A panel is logarithmic when its values are positive and span more than two decades
+    (symmetric-logarithmic when a spike rises that far above values that are not all positive);
     `kept` is marked on every panel."""
     if not rows:
         raise PlotError("no epoch has finished yet: there is no learning curve to draw")
@@ -87,7 +88,10 @@ def curves_figure(
             ax.plot(epochs, series, label=_series_label(key, keys), lw=1.2)
             if key in CALIBRATED:
                 ax.axhline(CALIBRATED[key], color=ax.lines[-1].get_color(), ls=":", lw=1)
-        if log_scale(values):
+        scale, linthresh = y_scale(values)
+        if scale == "symlog":
+            ax.set_yscale("symlog", linthresh=linthresh)
+        elif scale == "log":
             ax.set_yscale("log")
         if name.startswith(("validation accuracy", "validation: share")):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0))

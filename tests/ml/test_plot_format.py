@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml.plot_format import KeptEpoch, kept_epoch, log_scale, sig3, wording
+from ml.plot_format import KeptEpoch, kept_epoch, log_scale, sig3, wording, y_scale
 
 
 @pytest.mark.parametrize(
@@ -51,6 +51,18 @@ def test_numbers_are_written_with_three_significant_digits(value: object, text: 
 )
 def test_a_positive_series_spanning_more_than_two_decades_is_logarithmic(values: list, log: bool) -> None:
     assert log_scale(values) is log
+
+
+def test_a_spike_above_values_that_are_not_all_positive_gets_a_symmetric_log_axis() -> None:
+    # The tour's Gaussian loss (standardized NLL): about -1 for most epochs, one spike of 135,000.
+    loss = [-1.2, -0.9, -1.1, 0.4, -1.0, 135_000.0, 2.0, -1.3]
+    assert y_scale(loss) == ("symlog", 1.0)
+    assert y_scale([-0.02, -0.03, 0.05, 40.0]) == ("symlog", 0.01)  # linear up to the median magnitude
+    assert y_scale([-1.2, -0.9, 3.0, 50.0]) == ("linear", 0.0)  # within two decades
+    assert y_scale([11.7, 1_828.0]) == ("log", 0.0)
+    assert y_scale([0.5, 0.9]) == ("linear", 0.0)
+    assert y_scale([0.0, 0.0]) == ("linear", 0.0)
+    assert y_scale([]) == ("linear", 0.0)
 
 
 def test_the_marked_epoch_is_the_served_one_else_the_best() -> None:

@@ -98,6 +98,9 @@ def test_a_panel_is_logarithmic_when_its_values_span_more_than_two_decades() -> 
     scales = {ax.get_title(): ax.get_yscale() for ax in panels(fig)}
     assert scales == {"loss": "linear", "validation RMSE": "linear", "validation NLL": "log",
                       "validation: share of targets within μ ± kσ": "linear"}  # fmt: skip
+    # The same loss with one spike of 135,000 (the tour's model): symmetric-logarithmic, not flattened.
+    spiked = [r | {"val_loss": 135_000.0} if r["epoch"] == 40 else r for r in rows]
+    assert panels(plots.curves_figure(spiked, "t"))[0].get_yscale() == "symlog"
     within = panels(fig)[3]
     labels = legend_texts(within)
     assert labels == ["within 1σ (calibrated: 68.3%)", "within 2σ (calibrated: 95.5%)", "kept: epoch 12"]
