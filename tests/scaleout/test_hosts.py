@@ -50,18 +50,19 @@ def finished_lines(cluster: Cluster, experiment_id: str) -> list[str]:
     return [name for name in cluster.workers.logs if pattern.search(cluster.workers.log(name))]
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_twice(tmp_path: Path) -> None:
+    started = time.time()
     with start_cluster(tmp_path) as cluster:
         stack = cluster.stack
         sweep = post_sweep(
             stack,
-            {"name": "across hosts", "base": base_spec(epochs=400),
+            {"name": "across hosts", "base": base_spec(epochs=300),
              "grid": {"optimizer.lr": [0.002, 0.004, 0.006, 0.008, 0.01]}, "repeats": 5},
         )  # fmt: skip
         members: list[str] = sweep["experiment_ids"]
         assert len(members) == 25
-        first = [stack.submit(tiny_spec(f"first-{i}", epochs=400 if i < 4 else 80 + 20 * (i % 6)))["id"]
+        first = [stack.submit(tiny_spec(f"first-{i}", epochs=200 if i < 4 else 20 + 5 * (i % 6)))["id"]
                  for i in range(40)]  # fmt: skip
 
         # Cut the host that trains the sweep's group, once its group and a single run are under way.
@@ -85,11 +86,12 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
                 (e := stack.experiment(i))["worker"].endswith(f"@host-{other}") and e["attempt"] >= 2 for i in stranded
             )
 
-        wait_for(taken_over, 120, interval=0.5, what="the other host to take over the cut host's runs")
+        wait_for(taken_over, 300, interval=0.5, what="the other host to take over the cut host's runs")
+        print(f"taken over {time.time() - cut_at:.0f} s after the cut")  # noqa: T201
 
         cluster.hosts[cut].restore()
         restored_at = time.time()
-        second = [stack.submit(tiny_spec(f"second-{i}", epochs=300))["id"] for i in range(20)]
+        second = [stack.submit(tiny_spec(f"second-{i}", epochs=80))["id"] for i in range(20)]
 
         # The cut host comes back fenced, and takes new work.
         (cut_worker,) = cluster.workers.on(cluster.hosts[cut])
@@ -98,14 +100,14 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
             log = cluster.workers.log(cut_worker)
             return any(f"experiment {i}: attempt" in log for i in second)
 
-        wait_for(cut_host_claims_new_work, 120, interval=0.5, what="the restored host to claim new work")
+        wait_for(cut_host_claims_new_work, 180, interval=0.5, what="the restored host to claim new work")
 
         queued_at_restart = [i for i in second if stack.experiment(i)["status"] == "queued"]
         cluster.broker.restart()  # empty: every message waiting or delivered is gone
 
         everything = [*members, *first, *second]
         for i in everything:
-            done = stack.wait_terminal(i, timeout=240)
+            done = stack.wait_terminal(i, timeout=300)
             assert done["status"] == "succeeded", (i, done["error"])
             assert done["epochs_done"] == done["spec"]["epochs"], i
 
@@ -119,23 +121,32 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
         for i in everything:
             recorded = stack.experiment(i)["worker"]
             assert finished_lines(cluster, i) == [recorded], i
+        # What the cut host held finished under a new claim: on the other host, or (taken over again
+        # when its new holder fell silent) by a later attempt, never by the attempt the cut fenced off.
         for i in stranded:
-            assert stack.experiment(i)["worker"].endswith(f"@host-{other}"), i
+            e = stack.experiment(i)
+            assert e["worker"].endswith(f"@host-{other}") or e["attempt"] >= 3, (i, e["worker"], e["attempt"])
+        # Taken over by a message sent again: by the reconciler ("(running)"), or one already waiting.
         logs = stack.all_worker_logs()
-        assert all(f"{i} (running)" in logs for i in stranded)  # the reconciler re-sent them
-        assert "(resumed)" in cluster.workers.log(cluster.workers.on(cluster.hosts[other])[0])
+        (other_worker,) = cluster.workers.on(cluster.hosts[other])
+        assert re.search(rf"attempt [2-9] on {re.escape(other_worker)} \(resumed\)", cluster.workers.log(other_worker))
         for i in queued_at_restart:
             assert f"{i} (queued)" in logs, i  # sent again after Redis came back empty
 
         # The sweep's table is complete.
         wait_sweep(stack, sweep["id"], timeout=60)
         table = stack.client.get(f"/sweeps/{sweep['id']}/table").json()["rows"]
-        assert len(table) == 25
-        assert all(row["status"] == "succeeded" and row["val_accuracy"] is not None for row in table)
+        assert len(table) == 5  # one row per learning rate, its 5 repeats averaged
+        assert sorted(i for row in table for i in row["experiment_ids"]) == sorted(members)
+        for row in table:
+            assert row["status"] == "succeeded", row
+            assert row["n"] == 5, row
+            assert row["val_accuracy"] is not None, row
         assert sum(1 for row in table if row["best"]) == 1
         print(  # noqa: T201  (the figures of the run, in the test's output with -s)
-            f"cut host-{cut} for {restored_at - cut_at:.1f} s holding {len(stranded)} runs; "
-            f"{len(queued_at_restart)} queued at the Redis restart"
+            f"cut host-{cut} for {restored_at - cut_at:.1f} s holding {len(stranded)} runs "
+            f"({sum(f'{i} (running)' in logs for i in stranded)} re-sent as running by the reconciler); "
+            f"{len(queued_at_restart)} queued at the Redis restart; {time.time() - started:.0f} s in all"
         )
 
 
