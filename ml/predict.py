@@ -45,8 +45,9 @@ class Predictor:
         self.network.load_state_dict(artifact.weights, strict=True)
         self.network.eval()
         self.norm = Normalization.from_tensors(artifact.norm)
-        # What one row's forward pass holds at most: every layer's outputs (the widest dominate).
-        self.row_bytes = max(1, activation_floats(checked.plan)) * BYTES_PER_FLOAT
+        # What one row's forward pass holds at most: every layer's outputs (the widest dominate),
+        # twice (a layer's output and its activation's are alive together).
+        self.row_bytes = 2 * max(1, activation_floats(checked.plan)) * BYTES_PER_FLOAT
 
     # -- inputs ------------------------------------------------------------------------------
 

@@ -113,3 +113,20 @@ def test_evaluation_on_a_split_matches_the_validation_metrics_and_reports_covera
     assert test["rows"] == 586
     assert 0.5 < test["within_1_sigma"] < test["within_2_sigma"] <= 1.0
     assert 10_000 < test["mean_sigma"] < 80_000
+
+
+def test_predictions_in_chunks_equal_one_pass_and_the_chunk_fits_the_memory_bound() -> None:
+    spec = {"dataset": {"name": "house_prices"}, "loss": "gaussian_nll", "model": {"widths": [512, 256]},
+            "batch_size": 256, "epochs": 1}  # fmt: skip
+    predictor = load_predictor(train(spec).artifact)
+    x = load_dataset(validate_spec(spec).spec).x[:1000]
+    # Every layer's outputs a row, for the μ and the σ networks: (512 + 256 + 1) × 2, held twice.
+    assert predictor.row_bytes == 2 * 2 * (512 + 256 + 1) * 4
+    small = 100 * predictor.row_bytes
+    assert predictor.chunk_rows(small) == 100
+    assert predictor.chunk_rows(1) == 1  # never zero rows
+    whole = predictor.raw(x, max_memory_bytes=10**12)
+    chunked = predictor.raw(x, max_memory_bytes=small)
+    for name in ("mu", "log_var"):
+        torch.testing.assert_close(chunked[name], whole[name], rtol=1e-6, atol=1e-6)
+    assert predictor.predict_array(x[:10], small) == predictor.predict_array(x[:10], 10**12)
