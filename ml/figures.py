@@ -8,6 +8,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
@@ -16,6 +17,11 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 from matplotlib.transforms import Bbox
 
 from ml.plot_format import sig3
+
+# Every text in a picture may be a user's (experiment, sweep and row names, CSV columns, class
+# labels): never parse it as mathtext, where a "$" pair is markup and bad markup an exception.
+# No picture uses mathtext itself (σ, μ and ± are plain characters; ticks are written by sig3).
+matplotlib.rcParams["text.parse_math"] = False
 
 DPI = 100  # a figure of (8, 5) inches is 800 x 500 pixels
 # Where a point's label may go, in points from the point, tried in order: (dx, dy, ha, va).

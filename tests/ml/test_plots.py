@@ -154,3 +154,8 @@ def test_plots_that_do_not_apply_are_refused(classifier: tuple, gaussian: tuple)
         plots.confusion(reg, reg_data, "x")
     with pytest.raises(plots.PlotError, match="unknown feature 'size'"):
         plots.sigma(reg, reg_data, "size", "x")
+
+
+def test_an_experiment_named_like_markup_is_drawn() -> None:
+    rows = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_accuracy": 0.5} for e in (1, 2)]
+    assert_picture(plots.learning_curves(rows, "a $\\frac{$ b (0123)"), (1000, 400))

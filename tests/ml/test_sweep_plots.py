@@ -197,3 +197,12 @@ def test_value_at_reads_a_dotted_path() -> None:
     assert sweep_plots.value_at(spec, "model.widths") == [8, 4]
     assert sweep_plots.value_at(spec, "optimizer.momentum") is sweep_plots.MISSING
     assert sweep_plots.value_at(spec, "optimizer.lr.x") is sweep_plots.MISSING
+
+
+def test_users_text_is_drawn_as_it_is_never_as_markup() -> None:
+    """Sweep, row and value names are users' text: a "$" pair is not mathtext (bad markup raised)."""
+    points = [Point("a $\\frac{$", 1, 0.5, None, "$x"), Point("b", 2, 0.6, None, "y$")]
+    options: dict[str, Any] = {"x": "model.neurons", "metric": "val_accuracy", "color": "model.activation"}
+    assert_picture(compare(points, title="price $\\frac{$ sweep", annotate=True, **options), (800, 500))
+    fig = compare_figure(points, title="t", annotate=True, **options)
+    assert "a $\\frac{$" in [t.get_text() for t in fig.axes[0].texts]
