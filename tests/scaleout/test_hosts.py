@@ -151,7 +151,7 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
 
 
 WIDE_SPEC = {  # 363,001 parameters: a 1.45 MB model, a 4.4 MB checkpoint (weights and Adam's moments)
-    "dataset": {"name": "spirals", "params": {"n_samples": 600, "noise": 0.1}, "seed": 0},
+    "dataset": {"name": "spirals", "params": {"n_samples": 300, "noise": 0.1}, "seed": 0},
     "model": {"type": "mlp", "hidden_layers": 2, "neurons": 600, "activation": "relu"},
     "loss": "bce",
     "optimizer": {"name": "adam", "lr": 0.001},
