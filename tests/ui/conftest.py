@@ -21,7 +21,7 @@ from tests.conftest import Stack, fresh_database, reserved_redis_db, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL22 = json.loads((ROOT / "examples" / "model22.json").read_text())
-WAIT = 90.0  # seconds a browser condition may take on a loaded machine (tests get pytest.ini's timeout)
+WAIT = 180.0  # seconds a browser condition may take on a loaded machine (tests get pytest.ini's timeout)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,7 +80,9 @@ def test_model22_through_the_editor_grows_its_curves_live(browser: Browser, ui_s
     assert browser.console_errors() == []
 
 
-def test_plots_prediction_and_a_counted_test_look(browser: Browser, ui_stack: Stack, model22: dict[str, Any]) -> None:
+def test_plots_prediction_a_counted_test_look_and_the_model(
+    browser: Browser, ui_stack: Stack, model22: dict[str, Any], tmp_path: Path
+) -> None:
     experiment_id = model22["id"]
     browser.open(f"/ui/experiments/{experiment_id}")
     for kind in ("learning-curves", "decision-boundary", "confusion"):
@@ -112,6 +115,28 @@ def test_plots_prediction_and_a_counted_test_look(browser: Browser, ui_stack: St
     browser.wait(lambda: browser.text("#test-count") == "Test evaluations so far: 1", "the count")
     assert ui_stack.experiment(experiment_id)["test_evaluations"] == 1
     browser.wait(lambda: "test" in browser.text("#evaluations tbody"), "the evaluation in the list")
+
+    # The model download: the same bytes as the API's, under the API's file name.
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    browser.click("#download")
+    saved = browser.wait(lambda: [p for p in downloads.glob("*.safetensors") if p.stat().st_size], "the download")
+    model = ui_stack.client.get(f"/experiments/{experiment_id}/model")
+    assert saved[0].name == f"model22-api-{experiment_id}.safetensors"
+    assert saved[0].read_bytes() == model.content
+    assert browser.console_errors() == []
+
+
+def test_cancel_from_the_page(browser: Browser, ui_stack: Stack) -> None:
+    long = ui_stack.submit({**MODEL22, "name": "long-run", "epochs": 50000})
+    browser.open(f"/ui/experiments/{long['id']}")
+    browser.wait(lambda: "running" in browser.text("#status"), "the run to start", timeout=200)
+    browser.wait(lambda: points(browser, "loss") > 0, "its first epochs on the chart")
+    browser.click("#cancel")
+    browser.wait(lambda: "cancelled" in browser.text("#status"), "the cancelled status", timeout=200)
+    assert ui_stack.experiment(long["id"])["status"] == "cancelled"
+    browser.wait(lambda: not browser.js("return document.getElementById('cancel')"), "the cancel button gone")
     assert browser.console_errors() == []
 
 
@@ -147,6 +172,37 @@ def test_a_bad_spec_shows_its_field_errors(browser: Browser, ui_stack: Stack) ->
     assert browser.js("return location.pathname") == "/ui/new"
     assert len(ui_stack.client.get("/experiments", params={"limit": 200}).json()["items"]) == before
     assert browser.console_errors(expected_statuses=(422,)) == []
+
+
+def test_the_tables_filters(browser: Browser, ui_stack: Stack, model22: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.open("/ui/")
+    browser.wait(lambda: browser.js("return document.querySelectorAll('tr[data-id]').length"), "the table's rows")
+    Select(browser.driver.find_element(By.ID, "f-status")).select_by_value("succeeded")
+    api = ui_stack.client.get("/experiments", params={"status": "succeeded", "limit": 50}).json()["items"]
+
+    def shown() -> list[tuple[str, str]]:
+        rows = "return [...document.querySelectorAll('tr[data-id]')]"
+        return browser.js(rows + ".map(r => [r.dataset.id, r.dataset.status])")
+
+    browser.wait(lambda: {i for i, _ in shown()} == {e["id"] for e in api}, "the succeeded experiments")
+    assert {status for _, status in shown()} == {"succeeded"}
+    assert "status=succeeded" in browser.js("return location.search")  # the filter is in the link
+    browser.driver.find_element(By.ID, "f-name").send_keys("model22-api")
+    browser.click("form.filters button[type=submit]")
+    browser.wait(lambda: [i for i, _ in shown()] == [model22["id"]], "the name filter")
+    # Sorting by parameters puts the largest first, then the smallest.
+    browser.driver.find_element(By.ID, "f-name").clear()
+    browser.click("form.filters button[type=submit]")
+    browser.wait(lambda: len(shown()) == len(api), "every succeeded row again")
+    browser.click("button[data-sort=params]")
+    counts = browser.js("return [...document.querySelectorAll('tr[data-id] td:nth-child(4)')].map(c => c.innerText)")
+    numbers = [int(c.replace(",", "")) for c in counts]
+    assert numbers == sorted(numbers, reverse=True)
+    assert browser.js("return document.querySelector('th[aria-sort]').getAttribute('aria-sort')") == "descending"
+    assert browser.console_errors() == []
 
 
 def test_keyboard_and_a_narrow_screen(

@@ -71,6 +71,27 @@ def test_a_sweep_page_shows_the_apis_table(browser: Browser, ui_stack: Stack, sw
     assert browser.console_errors() == []
 
 
+def test_a_sweeps_members_turn_live(browser: Browser, ui_stack: Stack) -> None:
+    """The page opened while the sweep runs: statuses change on it without a reload."""
+    request = {**SWEEP, "name": "ui-live", "grid": {"optimizer.lr": [0.01, 0.1]}, "repeats": 1}
+    request["base"] = {**SWEEP["base"], "epochs": 400}
+    response = ui_stack.client.post("/sweeps", json=request)
+    assert response.status_code == 202, response.text
+    browser.open(f"/ui/sweeps/{response.json()['id']}")
+    seen: set[str] = set()
+
+    def finished() -> bool:
+        statuses = browser.js("return [...document.querySelectorAll('#members tr')].map(r => r.dataset.status)")[1:]
+        seen.update(statuses)
+        return len(statuses) == 2 and set(statuses) == {"succeeded"} and "finished" in browser.text("#sweep-status")
+
+    browser.wait(finished, "the sweep to finish on the page", timeout=300)
+    assert seen & {"queued", "running"}, f"no member was seen unfinished: {seen}"
+    browser.wait(lambda: "succeeded" in browser.text("#sweep-table tbody"), "the table read again")
+    assert "-" not in [c.strip() for c in re.split(r"[\t\n]", browser.text("#sweep-table tbody"))]  # every metric
+    assert browser.console_errors() == []
+
+
 GOOD = "sqft,rooms,price\n" + "".join(f"{800 + 37 * i},{1 + i % 5},{90000 + 1500 * i + 7 * i * i}\n" for i in range(30))
 BAD = "sqft,rooms,price\n" + "".join(f"{800 + i},{'three' if i == 4 else 3},{1000 * i}\n" for i in range(30))
 

@@ -110,7 +110,9 @@ export function render(ctx, id) {
   function drawHead() {
     const actions = h("div", { class: "actions" });
     if (!TERMINAL.has(exp.status)) {
-      actions.append(h("button", { type: "button", id: "cancel", onclick: cancel }, "Cancel"));
+      actions.append(exp.cancel_requested
+        ? h("button", { type: "button", id: "cancel", disabled: true }, "Cancel requested")
+        : h("button", { type: "button", id: "cancel", onclick: cancel }, "Cancel"));
     }
     if (exp.status === "succeeded" || exp.status === "pruned") {
       actions.append(h("button", { type: "button", id: "download", onclick: () => download(`/experiments/${id}/model`, `${exp.name}-${id}.safetensors`).catch((e) => notice.replaceChildren(message(e.message))) }, "Download model"));
