@@ -123,7 +123,10 @@ def list_datasets(session: Session, owner: str) -> list[DatasetRead]:
 
 
 def find_upload(session: Session, owner: str, name_or_id: str, *, lock: bool = False) -> UploadedDataset | None:
-    """One of the owner's uploads by id, else by name (names are unique per owner)."""
+    """One of the owner's uploads by id, else by name (names are unique per owner). A key with a
+    control character names none (and never reaches PostgreSQL, which refuses NUL in text)."""
+    if CONTROL.search(name_or_id) is not None:
+        return None
     row = repo.get(session, name_or_id, owner, lock=lock)
     if row is None:
         row = repo.get_by_name(session, owner, name_or_id, lock=lock)

@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -254,3 +255,16 @@ def test_heavy_uploads_parsed_at_once_never_stall_reads(two_parses: httpx.Client
     assert results == [201] * 8
     assert len(reads) >= 5
     assert max(reads) < 5.0, f"a read took {max(reads):.1f} s while 8 uploads parsed; reads: {sorted(reads)[-5:]}"
+
+
+@pytest.mark.timeout(60)
+def test_a_name_or_id_with_a_control_character_names_no_upload(stack: Stack) -> None:
+    for key in ("wine\x00", "a\x00b", "tab\there"):
+        path = f"/datasets/{quote(key, safe='')}"  # %00, %09: refused as a path (422) or found nowhere (404)
+        assert stack.client.get(path).status_code in (404, 422)
+        assert stack.client.delete(path).status_code in (404, 422)
+        for field in ("name", "id"):
+            spec = {"dataset": {field: key}, "epochs": 1, "device": "cuda"}
+            response = stack.client.post("/experiments", json=spec)
+            assert response.status_code == 422, response.text
+            assert response.json()["errors"][0]["loc"] == ["body", "dataset", field]
