@@ -56,6 +56,7 @@ class Experiment(_Resource):
     """One training run (`GET /experiments/{id}`)."""
 
     _path = "/experiments"
+    _targets: list[str] | None = None
 
     @property
     def status(self) -> str:
@@ -119,9 +120,11 @@ class Experiment(_Resource):
         return self.client.dataset(source.get("id") or source["name"])
 
     def target_columns(self) -> list[str]:
-        """The names of the dataset's targets that are not also its features."""
-        info = self.dataset()
-        return [t for t in info.targets if t not in info.features]
+        """The names of the dataset's targets that are not also its features (read once)."""
+        if self._targets is None:
+            info = self.dataset()
+            self._targets = [t for t in info.targets if t not in info.features]
+        return list(self._targets)
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         """Evaluate the served model on its `test` (counted) or `val` split: the metrics."""
