@@ -1,11 +1,11 @@
-"""One JSON decoding rule for every route that takes a JSON body, checked before any route runs.
+"""One JSON decoding rule for every route that takes a JSON body, checked before the route sees it.
 
 Python's `json` module accepts what JSON does not (`NaN`, `Infinity`, `-Infinity`) and turns
 numbers out of the float range (`1e400`) into infinities; such values then reach validation,
 whose 422 cannot even be written (JSON has no NaN). PostgreSQL refuses NUL characters in text and
 in jsonb, and a document nested thousands of levels deep costs recursion everywhere it goes. So a
-JSON body is decoded once here, and answered 422 in the error envelope, with `loc` naming each
-place (`["body", "optimizer", "lr"]`), when it holds:
+JSON body is decoded here when its route reads it, and answered 422 in the error envelope,
+with `loc` naming each place (`["body", "optimizer", "lr"]`), when it holds:
 - a non-finite number (`NaN`, `Infinity`, `-Infinity`) or one outside the 64-bit float range
   (`1e400`, an integer of more than 308 digits): type `finite_number`;
 - a NUL character (`\\u0000`) in a string or a key: type `string_nul`; a lone surrogate
@@ -13,7 +13,8 @@ place (`["body", "optimizer", "lr"]`), when it holds:
 - more than MAX_DEPTH levels of arrays and objects: type `json_too_deep`.
 The whole body is read first, so the keep-alive connection stays usable after the 422. A body
 that is not JSON at all is left to FastAPI (a 422 `json_invalid`, or a 400 for bytes that are not
-text). The body limit (api/body_limit.py) is the outer middleware: it counts these bytes too.
+text); a route that reads no body (a cancel) ignores it, as before. The body limit
+(api/body_limit.py) is the outer middleware: it counts these bytes too.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import math
 import re
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, validation_detail
@@ -106,7 +109,7 @@ def problems(value: Any) -> list[dict[str, Any]]:
             if not math.isfinite(node):
                 found.append(_out_of_range(list(path), "a number"))
         elif isinstance(node, _Constant):
-            msg = f"Input should be a finite number: JSON has no {node.text}"
+            msg = f"{node.text} is not a finite number (JSON has no {node.text}): send a number"
             found.append({"loc": list(path), "msg": msg, "type": "finite_number", "input": node.text})
         elif isinstance(node, _Huge) or (type(node) is int and node.bit_length() > 1024):  # ≥ 2**1024
             found.append(_out_of_range(list(path), "an integer"))
@@ -115,7 +118,7 @@ def problems(value: Any) -> list[dict[str, Any]]:
 
 
 def _out_of_range(loc: list[Any], what: str) -> dict[str, Any]:
-    msg = f"Input should be a finite number: {what} outside the 64-bit float range (about ±1.8e308)"
+    msg = f"{what} outside the 64-bit float range (about ±1.8e308) is not a finite number"
     return {"loc": loc, "msg": msg, "type": "finite_number"}
 
 
@@ -126,8 +129,25 @@ def _bad_text(loc: list[Any], text: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": "string_unicode"}
 
 
+class InvalidJson(HTTPException):
+    """Raised from `receive` when the body breaks the rule. An HTTPException, as BodyTooLarge
+    (api/body_limit.py) is, because FastAPI re-raises only HTTPException from its body parsing;
+    its handler renders the 422 envelope."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(422, validation_detail(errors))
+        self.errors = errors
+
+
+async def _handle_invalid_json(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidJson)
+    return error_response(422, "ValidationError", str(exc.detail), errors=exc.errors)
+
+
 class JsonGuardMiddleware:
-    """Reads a JSON body whole, answers 422 when it breaks the rule, else replays it to the app."""
+    """Checks a JSON body when the route reads it (after routing, so the request is logged and
+    measured under its route): the whole body is read at the first `receive`, then given to
+    the route at once, or refused with InvalidJson."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -136,33 +156,31 @@ class JsonGuardMiddleware:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS or not _is_json(Headers(scope=scope)):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client left: nothing to answer
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        decoded = decode(body) if body.strip() else None
-        if decoded is not None and decoded[1]:
-            errors = decoded[1]
-            response = error_response(422, "ValidationError", validation_detail(errors), errors=errors)
-            await response(scope, receive, send)
-            return
-        replayed = False
+        checked = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        async def checked_receive() -> Message:
+            nonlocal checked
+            if checked:
+                return await receive()
+            checked = True
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # the client left
+                    return message
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            body = b"".join(chunks)
+            decoded = decode(body) if body.strip() else None
+            if decoded is not None and decoded[1]:
+                raise InvalidJson(decoded[1])
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, replay, send)
+        await self.app(scope, checked_receive, send)
 
 
 def install_json_guard(app: FastAPI) -> None:
     """Before install_body_limit: the body limit must be the outer middleware."""
+    app.add_exception_handler(InvalidJson, _handle_invalid_json)
     app.add_middleware(JsonGuardMiddleware)

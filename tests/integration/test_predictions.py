@@ -138,7 +138,7 @@ def test_refusals_say_what_is_wrong(stack: Stack, trained: dict[str, dict[str, A
     for raw in (b'{"inputs": [[1.0, NaN]]}', b'{"inputs": [[1e999, 0]]}'):
         response = client.post(url, content=raw, headers={"content-type": "application/json"})
         assert response.status_code == 422, raw
-        assert response.json()["errors"][0]["loc"] == ["body", "inputs", 0]
+        assert response.json()["errors"][0]["loc"][:3] == ["body", "inputs", 0]  # [3]: the column (api/json_guard.py)
         assert "not a finite number" in response.json()["errors"][0]["msg"]
 
     digits = trained["multiclass"]["experiment"]["id"]
