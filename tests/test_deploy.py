@@ -57,7 +57,7 @@ def test_docker_compose_validation_fails_on_an_invalid_file(tmp_path: Path) -> N
     assert "condition" in result.stderr
 
 
-def test_services_wait_for_healthy_dependencies_and_share_the_artifacts() -> None:
+def test_services_wait_for_healthy_dependencies_and_share_only_the_database_and_redis() -> None:
     services = load_compose()["services"]
     assert set(services) == {"redis", "postgres", *LABTRAIN_SERVICES}
     for name in ("redis", "postgres", "api", "worker", "worker-gpu"):
@@ -73,10 +73,15 @@ def test_services_wait_for_healthy_dependencies_and_share_the_artifacts() -> Non
         env = services[name]["environment"]
         assert env["LABTRAIN_DATABASE_URL"].startswith("postgresql+psycopg://labtrain:"), name
         assert env["LABTRAIN_REDIS_URL"] == "redis://redis:6379/0", name
-        assert f"artifacts:{env['LABTRAIN_ARTIFACT_DIR']}" in services[name]["volumes"], name
+        # Models and checkpoints travel through PostgreSQL: no directory is shared, so a worker on
+        # another machine needs nothing but the two URLs (README "Several machines").
+        assert "LABTRAIN_ARTIFACT_DIR" not in env, name
+        assert "volumes" not in services[name], name
     assert services["migrate"]["command"] == ["migrate"]
     assert services["migrate"]["restart"] == "no"
-    assert set(load_compose()["volumes"]) == {"redis", "postgres", "artifacts"}
+    assert set(load_compose()["volumes"]) == {"redis", "postgres"}
+    # `docker compose up --scale worker=N`: nothing in the worker service is unique to one container.
+    assert not {"container_name", "ports", "hostname"} & set(services["worker"])
 
 
 def test_the_gpu_worker_is_a_profile_with_an_nvidia_reservation() -> None:
