@@ -90,7 +90,21 @@ def test_plots_prediction_a_counted_test_look_and_the_model(
         loaded = f"const i = document.querySelector(\"{image}\"); return i && i.complete && i.naturalWidth > 100"
         browser.wait(lambda loaded=loaded: browser.js(loaded), f"the {kind} plot")
 
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+
+    # The curves: the legend reads the latest epoch, the one under the pointer on hover; log scale.
+    legend = "return [...document.querySelectorAll('[data-quantity=loss] .u-value')].map(v => v.textContent)"
+    browser.wait(lambda: browser.js(legend) and browser.js(legend)[0] == "300", "the legend at the last epoch")
+    over = browser.driver.find_element(By.CSS_SELECTOR, "figure[data-quantity=loss] .u-over")
+    ActionChains(browser.driver).move_to_element_with_offset(over, -over.size["width"] // 4, 0).perform()
+    hovered = browser.wait(lambda: browser.js(legend)[0] not in ("300", "-") and browser.js(legend), "hover values")
+    epoch = int(hovered[0])
+    assert 1 <= epoch < 300
+    assert float(hovered[1]) == pytest.approx(ui_stack.epochs(experiment_id)[epoch - 1]["train_loss"], rel=1e-4)
+    browser.click("figure[data-quantity=loss] .log-toggle")
+    browser.wait(lambda: browser.js("return document.querySelector('figure[data-quantity=loss] .chart').dataset.scale")
+                 == "log", "the log scale")  # fmt: skip
 
     row = {"x1": 0.5, "x2": -0.25}
     for i, value in enumerate(row.values()):

@@ -75,6 +75,11 @@ export function lineChart({ title, xLabel = "epoch", x, series, marker = null, l
     ctx.restore();
   }
 
+  // Away from the cursor, the legend reads the last point (the latest epoch), not dashes.
+  function latest(u = plot) {
+    if (u && state.x.length && u.cursor.left < 0) u.setLegend({ idx: state.x.length - 1 });
+  }
+
   function data() {
     return [state.x, ...state.series.map((s) => s.values)];
   }
@@ -97,9 +102,11 @@ export function lineChart({ title, xLabel = "epoch", x, series, marker = null, l
           value: (u, v) => (v === null || v === undefined ? "-" : Number(v.toPrecision(5)).toString()),
         })),
       ],
-      hooks: { draw: [draw] },
+      hooks: { draw: [draw], setCursor: [(u) => latest(u)] },
     };
     plot = new uPlot(opts, data(), holder);
+    holder.dataset.scale = logBox.checked ? "log" : "linear";
+    latest();
     holder.dataset.points = String(state.x.length);
     note.textContent = state.marker && state.marker.x ? state.marker.label : "";
   }
@@ -120,6 +127,7 @@ export function lineChart({ title, xLabel = "epoch", x, series, marker = null, l
       if (!plot || rebuild) build();
       else {
         plot.setData(data());
+        latest();
         holder.dataset.points = String(x.length);
         note.textContent = marker && marker.x ? marker.label : "";
       }
