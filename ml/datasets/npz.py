@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -23,6 +24,7 @@ from ml.datasets.base import NO_LIMITS, Dataset, DatasetError, DatasetInfo, Data
 from ml.datasets.labels import check_rows, labels_of, task_of
 
 BLOCK_BYTES = 8 << 20  # x is read and checked this much at a time
+MAX_MEMBERS = 64  # arrays in one archive (np.savez writes one per array; x and y are read)
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 
@@ -50,6 +52,7 @@ def _open(data: bytes) -> zipfile.ZipFile:
         raise DatasetError("the file is a single .npy array; expected an .npz archive with arrays 'x' and 'y'")
     if not data.startswith(b"PK"):
         raise DatasetError("the file is not a readable .npz archive: write one with np.savez(f, x=x, y=y)")
+    _check_member_count(data)
     try:
         return zipfile.ZipFile(io.BytesIO(data))
     except _READ_ERRORS as exc:
@@ -57,6 +60,20 @@ def _open(data: bytes) -> zipfile.ZipFile:
             f"the file is not a readable .npz archive: it is truncated or malformed ({exc}); "
             "write one with np.savez(f, x=x, y=y)"
         ) from None
+
+
+def _check_member_count(data: bytes) -> None:
+    """Refuse an archive of many members from its end record, before zipfile reads its directory
+    (a 64 MiB zip can list a million empty members: hundreds of MB of ZipInfo objects)."""
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))  # the record, then a comment
+    if end < 0 or len(data) < end + 22:
+        return  # not a zip's end: zipfile says it is malformed
+    (members,) = struct.unpack_from("<H", data, end + 10)
+    if members > MAX_MEMBERS:  # 0xFFFF: a zip64 archive of more
+        raise DatasetError(
+            f"the archive holds {'65,535 or more' if members == 0xFFFF else f'{members:,}'} members; an .npz of "
+            f"np.savez(f, x=x, y=y) holds two (at most {MAX_MEMBERS} are read)"
+        )
 
 
 def _read_header(fp: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:

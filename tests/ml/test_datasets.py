@@ -547,3 +547,12 @@ def test_npz_fortran_order_arrays_are_read_in_their_order() -> None:
     x = np.asfortranarray(np.arange(60, dtype=np.float64).reshape(12, 5))
     data = read_npz(_npz(x=x, y=np.arange(12) % 2))
     assert np.array_equal(data.x, x.astype(np.float32))
+
+
+def test_npz_of_many_members_is_refused_before_its_directory_is_read() -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for i in range(100):
+            archive.writestr(f"m{i}.npy", b"")
+    with pytest.raises(DatasetError, match="the archive holds 100 members"):
+        read_npz(out.getvalue())
