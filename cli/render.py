@@ -61,12 +61,13 @@ def experiment_table(e: dict[str, Any]) -> Table:
     rows = [
         ("id", e["id"]),
         ("name", e["name"]),
-        ("status", e["status"] + (f": {e['error']}" if e.get("error") else "")),
+        ("status", e["status"] + (f": {e['error']}" if e.get("error") else "") + _ahead(e)),
         ("task", e["task"]),
         ("parameters", f"{e['param_count']:,}"),
         ("epochs", f"{e['epochs_done']}/{e['spec']['epochs']}"),
         ("latest", metric_summary(e["metrics"]["latest"])),
         ("best", metric_summary(e["metrics"]["best"])),
+        ("served", metric_summary(e["metrics"].get("served"))),
         ("test evaluations", str(e["test_evaluations"])),
         ("device", e.get("device") or "-"),
         ("worker", f"{e.get('worker') or '-'} (attempt {e.get('attempt', 0)})"),
@@ -79,6 +80,14 @@ def experiment_table(e: dict[str, Any]) -> Table:
     for key, value in rows:
         grid.add_row(key, value)
     return grid
+
+
+def _ahead(e: dict[str, Any]) -> str:
+    """`, 3 ahead on the cpu queue` for a queued experiment (nothing once a worker has it)."""
+    position = e.get("queue_position")
+    if e.get("status") != "queued" or position is None:
+        return ""
+    return f", {position} ahead on the {e.get('queue', '?')} queue"
 
 
 def _time(value: str | None) -> str:
@@ -155,7 +164,9 @@ def follow_experiment(client: Client, experiment_id: str, err: Console, out: Con
         console=err,
         disable=not err.is_terminal,  # logs and pipes get one line per epoch instead
     )
-    bar = progress.add_task(f"{name} {status}", total=total, stats="", left="")
+    bar = progress.add_task(f"{name} {status}{_ahead(experiment)}", total=total, stats="", left="")
+    if not err.is_terminal and status == "queued":
+        err.print(f"status queued{_ahead(experiment)}")
     say = progress.console.print if err.is_terminal else err.print
 
     def on_reconnect(attempt: int, reason: str) -> None:

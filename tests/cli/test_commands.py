@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +141,25 @@ def test_refusals_are_one_readable_line_with_their_exit_code(stack: Stack, tmp_p
 
 
 @pytest.mark.timeout(60)
+def test_show_and_watch_say_how_many_are_queued_ahead(stack: Stack) -> None:
+    first, second = (stack.submit(parked_spec(f"cli-queued-{i}")) for i in range(2))
+    ahead = stack.experiment(second["id"])["queue_position"]
+    assert ahead == stack.experiment(first["id"])["queue_position"] + 1
+    shown = labtrain(stack.base_url, "show", second["id"])
+    assert shown.exit_code == 0, shown.stderr
+    assert f"queued, {ahead} ahead on the gpu queue" in shown.stdout
+    watching = subprocess.Popen([*LABTRAIN, "watch", second["id"]], env=subprocess_env(stack),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: stack.experiment(second["id"])["status"] == "queued", 5)
+        time.sleep(3)  # watch has read the experiment and printed its first line
+    finally:
+        for e in (first, second):
+            stack.client.post(f"/experiments/{e['id']}/cancel")
+    _, err = watching.communicate(timeout=60)
+    assert f"status queued, {ahead} ahead on the gpu queue" in err
+
+
 def test_cancel_an_experiment_and_a_sweep(stack: Stack) -> None:
     parked = stack.submit(parked_spec("cli-cancel"))
     cancelled = labtrain(stack.base_url, "cancel", parked["id"])
