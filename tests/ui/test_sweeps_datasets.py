@@ -92,6 +92,28 @@ def test_a_sweeps_members_turn_live(browser: Browser, ui_stack: Stack) -> None:
     assert browser.console_errors() == []
 
 
+def test_cancel_a_sweep_from_its_page(browser: Browser, ui_stack: Stack) -> None:
+    request = {**SWEEP, "name": "ui-cancel", "grid": {"optimizer.lr": [0.01, 0.1]}, "repeats": 1}
+    request["base"] = {**SWEEP["base"], "epochs": 50000}
+    response = ui_stack.client.post("/sweeps", json=request)
+    assert response.status_code == 202, response.text
+    sweep_id = response.json()["id"]
+    browser.open(f"/ui/sweeps/{sweep_id}")
+    browser.wait(lambda: browser.js("return document.getElementById('cancel-sweep')"), "the cancel button")
+    browser.click("#cancel-sweep")
+    browser.wait(lambda: "cancelled" in browser.text("#sweep-status"), "the cancelled sweep")
+
+    def members() -> set[str]:
+        items = ui_stack.client.get("/experiments", params={"sweep_id": sweep_id}).json()["items"]
+        return {e["status"] for e in items}
+
+    wait_for(lambda: members() == {"cancelled"}, 200, interval=0.5, what="every member cancelled")
+    shown = "return [...document.querySelectorAll('#members tr')].map(r => r.dataset.status).slice(1)"
+    browser.wait(lambda: set(browser.js(shown)) == {"cancelled"}, "the members cancelled on the page")
+    assert not browser.js("return document.getElementById('cancel-sweep').checkVisibility()")
+    assert browser.console_errors() == []
+
+
 GOOD = "sqft,rooms,price\n" + "".join(f"{800 + 37 * i},{1 + i % 5},{90000 + 1500 * i + 7 * i * i}\n" for i in range(30))
 BAD = "sqft,rooms,price\n" + "".join(f"{800 + i},{'three' if i == 4 else 3},{1000 * i}\n" for i in range(30))
 

@@ -92,14 +92,19 @@ export function render(ctx, id) {
     }));
   }
 
+  // Drawn once; a status event updates the line and the button in place (focus stays where it is).
+  const statusLine = h("p", { id: "sweep-status" });
+  const cancelButton = h("button", { type: "button", id: "cancel-sweep", onclick: () => cancel() }, "Cancel sweep");
   function drawHead() {
+    if (!head.firstChild) {
+      head.append(
+        h("div", {}, h("h1", {}, sweep.name), h("p", { class: "muted mono" }, sweep.id), statusLine),
+        h("div", { class: "actions" }, cancelButton,
+          h("a", { class: "button", href: `/ui/?sweep=${sweep.id}`, "data-link": true }, "Members in the experiments table")));
+    }
     const counts = Object.entries(sweep.counts).map(([k, n]) => `${n} ${k}`).join(", ");
-    const live = sweep.status === "running";
-    head.replaceChildren(
-      h("div", {}, h("h1", {}, sweep.name), h("p", { class: "muted mono" }, sweep.id),
-        h("p", { id: "sweep-status" }, statusBadge(sweep.status), ` · ${sweep.size} members · ${counts || "none yet"}`)),
-      h("div", { class: "actions" }, live ? h("button", { type: "button", id: "cancel-sweep", onclick: cancel }, "Cancel sweep") : null,
-        h("a", { class: "button", href: `/ui/?sweep=${sweep.id}`, "data-link": true }, "Members in the experiments table")));
+    statusLine.replaceChildren(statusBadge(sweep.status), ` · ${sweep.size} members · ${counts || "none yet"}`);
+    cancelButton.hidden = sweep.status !== "running";
   }
 
   async function cancel() {
