@@ -24,12 +24,13 @@ import numpy as np
 
 from ml.datasets.base import NO_LIMITS, Dataset, DatasetError, DatasetInfo, DatasetTooLarge, Target, UploadLimits
 from ml.datasets.base import excerpt as _excerpt
-from ml.datasets.labels import check_name, check_rows, labels_of, task_of, text_labels
+from ml.datasets.labels import check_labels, check_name, check_rows, labels_of, task_of
 
 # Cells read as missing (pandas' default NA spellings, plus blanks).
 _MISSING = frozenset(["", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a", "#na", "-1.#ind", "1.#ind"])
 BLOCK_CELLS = 1 << 20  # feature cells converted at once: bounds the Python objects alive
 SHOWN_COLUMNS = 20  # column names listed in a message
+MAX_TEXT_CLASSES = 65_536  # distinct values of a text target (as many as the widest layer's units)
 
 
 def _text(data: bytes) -> str:
@@ -106,17 +107,25 @@ def _finite32(value: float) -> bool:
         return bool(np.isfinite(np.float32(value)))
 
 
+class _TextTarget(Exception):
+    """The target column holds text: read again, collecting it as class codes."""
+
+
 @dataclass
 class _Body:
-    """The body as it is read: the targets' cells, and the features (kept or only checked)."""
+    """The body as it is read, a block of rows at a time: the features (kept as float32, or only
+    checked) and the target (float64 values, or codes of its text values in first-seen order)."""
 
     features: list[str]
+    target: str
     keep: bool
+    text_target: bool
     rows: int = 0
-    targets: list[str] = field(default_factory=list)
     blocks: list[np.ndarray] = field(default_factory=list)  # (rows, F) float32
+    targets: list[np.ndarray] = field(default_factory=list)  # (rows,) float64 values or int64 codes
+    codes: dict[str, int] = field(default_factory=dict)  # a text target's value → its code
 
-    def add(self, block: list[list[str]], first_row: int) -> None:
+    def add(self, block: list[list[str]], targets: list[str], first_row: int) -> None:
         """Convert a block of rows (target cells removed) to float32, or refuse its first bad cell."""
         cells = np.array(list(chain.from_iterable(block)), dtype=object)
         try:
@@ -129,6 +138,25 @@ class _Body:
             self._refuse(block, first_row)
         if self.keep:
             self.blocks.append(x)
+        self._add_targets(targets, first_row)
+
+    def _add_targets(self, cells: list[str], first_row: int) -> None:
+        missing = next((i for i, c in enumerate(cells) if c.lower() in _MISSING), None)
+        if missing is not None:
+            raise DatasetError(f"column {_excerpt(self.target, 40)!r} has a missing value in row {first_row + missing}")
+        if not self.text_target:
+            try:
+                self.targets.append(np.array(cells, dtype=object).astype(np.float64))
+            except ValueError:
+                raise _TextTarget from None
+            return
+        codes = self.codes
+        self.targets.append(np.fromiter((codes.setdefault(c, len(codes)) for c in cells), np.int64, len(cells)))
+        if len(codes) > MAX_TEXT_CLASSES:  # bounds the memory of an id-like column, refused anyway
+            raise DatasetError(
+                f"target column {_excerpt(self.target, 40)!r} has more than {MAX_TEXT_CLASSES:,} distinct text "
+                "values; a text target names classes, and every class needs at least 2 rows"
+            )
 
     def _refuse(self, block: list[list[str]], first_row: int) -> NoReturn:
         """The first bad cell of the block, in row then column order, named with its row."""
@@ -152,16 +180,33 @@ class _Body:
                     )
         raise DatasetError("a cell could not be read as a number")  # not reached: the block had a bad cell
 
+    def labels(self) -> tuple[np.ndarray, tuple[str, ...] | None]:
+        """(y, classes) of the whole target column; checked (labels.py)."""
+        what = f"target column {_excerpt(self.target, 40)!r}"
+        joined = np.concatenate(self.targets)
+        if not self.text_target:
+            return labels_of(joined, what)
+        names = list(self.codes)  # first-seen order
+        for name in names:
+            check_name(name, f"{what}: the class")
+        order = sorted(range(len(names)), key=names.__getitem__)  # classes: the distinct values, sorted
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[order] = np.arange(len(names))
+        classes = tuple(names[i] for i in order)
+        y = rank[joined]
+        check_labels(y, classes, what)
+        return y, classes
 
-def _read(data: bytes, target: str, limits: UploadLimits, keep: bool) -> tuple[list[str], _Body]:
-    text = _text(data)
+
+def _read(text: str, target: str, limits: UploadLimits, keep: bool, text_target: bool) -> _Body:
     records = _records(text)
     first = next(records, None)
     if first is None:
         raise DatasetError("the file is empty: expected a CSV with a header line")
     header, t = _header(first, text, target, limits)
-    body = _Body([h for h in header if h != target], keep)
+    body = _Body([h for h in header if h != target], target, keep, text_target)
     block: list[list[str]] = []
+    targets: list[str] = []
     block_rows = max(1, BLOCK_CELLS // len(body.features))
     for record in records:
         body.rows += 1
@@ -172,27 +217,15 @@ def _read(data: bytes, target: str, limits: UploadLimits, keep: bool) -> tuple[l
             )
         if limits.max_rows is not None and body.rows > limits.max_rows:
             raise DatasetError(f"the file has more than {limits.max_rows} data rows, the limit for an upload")
-        body.targets.append(record.pop(t).strip())
+        targets.append(record.pop(t).strip())
         block.append(record)
         if len(block) == block_rows:
-            body.add(block, body.rows - len(block) + 1)
-            block = []
+            body.add(block, targets, body.rows - len(block) + 1)
+            block, targets = [], []
     if block:
-        body.add(block, body.rows - len(block) + 1)
+        body.add(block, targets, body.rows - len(block) + 1)
     check_rows(body.rows, "the file")
-    return header, body
-
-
-def _target(cells: list[str], target: str) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    what = f"target column {_excerpt(target, 40)!r}"
-    missing = next((i for i, c in enumerate(cells) if c.lower() in _MISSING), None)
-    if missing is not None:
-        raise DatasetError(f"column {_excerpt(target, 40)!r} has a missing value in row {missing + 1}")
-    try:
-        values = np.array(cells, dtype=object).astype(np.float64)
-    except ValueError:
-        return text_labels(cells, what)  # classes: the distinct values, sorted
-    return labels_of(values, what)
+    return body
 
 
 def read_csv(
@@ -203,8 +236,12 @@ def read_csv(
     The task is a regression if the target is numeric with a non-integer value or more than 20
     distinct values, else a classification (classes: the sorted distinct values, as text).
     `keep=False` checks every cell but keeps no features (x is empty): the API's description."""
-    header, body = _read(data, target, limits, keep)
-    y, classes = _target(body.targets, target)
+    text = _text(data)
+    try:
+        body = _read(text, target, limits, keep, text_target=False)
+    except _TextTarget:  # a text cell in the target: read again (at most twice, still linear)
+        body = _read(text, target, limits, keep, text_target=True)
+    y, classes = body.labels()
     features = body.features
     n = body.rows
     if keep:

@@ -66,14 +66,3 @@ def labels_of(values: np.ndarray, what: str) -> tuple[np.ndarray, tuple[str, ...
     y = np.searchsorted(distinct, values).astype(np.int64)
     check_labels(y, classes, what)
     return y, classes
-
-
-def text_labels(cells: list[str], what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """A text target ("yes"/"no", "setosa"...): its classes are its distinct values, sorted."""
-    classes = tuple(sorted(set(cells)))
-    for name in classes:
-        check_name(name, f"{what}: the class")
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.fromiter((index[c] for c in cells), dtype=np.int64, count=len(cells))
-    check_labels(y, classes, what)
-    return y, classes

@@ -556,3 +556,16 @@ def test_npz_of_many_members_is_refused_before_its_directory_is_read() -> None:
             archive.writestr(f"m{i}.npy", b"")
     with pytest.raises(DatasetError, match="the archive holds 100 members"):
         read_npz(out.getvalue())
+
+
+def test_csv_a_text_value_after_a_block_of_numbers_makes_a_text_target() -> None:
+    rows = [f"{i % 7},{i % 5},{i % 2}" for i in range(530_000)]  # more than one block of 1M cells (524,288 rows)
+    data = read_csv(_csv("a,b,y", [*rows, "1,2,other", "2,1,other"]), "y", keep=False)
+    assert data.info.targets[0].classes == ("0", "1", "other")
+    assert data.y["y"][-4:].tolist() == [0, 1, 2, 2]
+
+
+def test_csv_a_text_target_of_too_many_distinct_values_is_refused_while_read() -> None:
+    rows = [f"{i},id{i}" for i in range(70_000)]
+    with pytest.raises(DatasetError, match="more than 65,536 distinct text values"):
+        read_csv(_csv("a,y", rows), "y")
