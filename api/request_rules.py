@@ -51,14 +51,18 @@ class HeadAsGetMiddleware:
                 return
             await send(message)
 
+        as_get = {**scope, "method": "GET"}
         try:
-            await self.app({**scope, "method": "GET"}, receive, header_only)
+            await self.app(as_get, receive, header_only)
         except _HeadDone:
             pass
         except BaseExceptionGroup as group:  # from a streaming response's task group
             rest = group.subgroup(lambda e: not isinstance(e, _HeadDone | BaseExceptionGroup))
             if rest is not None:
                 raise
+        finally:
+            if "route" in as_get:  # the metrics (an outer middleware) label the request by its route
+                scope["route"] = as_get["route"]
 
 
 class NulMiddleware:
