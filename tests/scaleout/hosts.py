@@ -172,6 +172,9 @@ class BrokerServer:
         wait_for(answers, 10, what="redis-server to answer")
         client.close()
 
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url())
+
     def stop(self) -> None:
         """SIGKILL: whatever it held is gone."""
         if self.process is not None and self.process.poll() is None:

@@ -21,6 +21,7 @@ from tests.integration.serving import assert_same, expected_predictions, predict
 from tests.integration.test_experiments import tiny_spec
 from tests.integration.test_sweeps import base_spec, post_sweep, wait_sweep
 from tests.scaleout.conftest import Cluster, start_cluster
+from worker.reconciler import message_ids
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.integration]
 
@@ -78,7 +79,7 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
         cluster.hosts[cut].cut()
         cut_at = time.time()
         stranded = running_on(cluster, cut)  # what the cut host held: it can no longer write
-        assert len(stranded) >= 26, stranded.keys()
+        assert len(set(stranded) & set(members)) == 25, stranded.keys()  # the whole group, at least
 
         # Re-sent once their heartbeat is stale, taken over by the other host, resumed there.
         def taken_over() -> bool:
@@ -91,6 +92,7 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
 
         cluster.hosts[cut].restore()
         restored_at = time.time()
+        stack.wait_ready(2, timeout=180)  # the cut host's worker answers through the broker again
         second = [stack.submit(tiny_spec(f"second-{i}", epochs=80))["id"] for i in range(20)]
 
         # The cut host comes back fenced, and takes new work.
@@ -102,8 +104,11 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
 
         wait_for(cut_host_claims_new_work, 180, interval=0.5, what="the restored host to claim new work")
 
-        queued_at_restart = [i for i in second if stack.experiment(i)["status"] == "queued"]
+        broker = cluster.broker.client()
+        waiting = {i for raw in broker.lrange("cpu", 0, -1) for i in message_ids(raw)}
+        broker.close()
         cluster.broker.restart()  # empty: every message waiting or delivered is gone
+        assert waiting, "nothing was waiting in the queue when Redis restarted"
 
         everything = [*members, *first, *second]
         for i in everything:
@@ -130,8 +135,10 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
         logs = stack.all_worker_logs()
         (other_worker,) = cluster.workers.on(cluster.hosts[other])
         assert re.search(rf"attempt [2-9] on {re.escape(other_worker)} \(resumed\)", cluster.workers.log(other_worker))
-        for i in queued_at_restart:
-            assert f"{i} (queued)" in logs, i  # sent again after Redis came back empty
+        # Sent again after Redis came back empty: every message that was waiting, but those a worker
+        # took in the instant between the look and the restart (at most one per training process).
+        resent = {i for i in waiting if f"{i} (queued)" in logs}
+        assert len(resent) >= len(waiting) - 4, waiting - resent
 
         # The sweep's table is complete.
         wait_sweep(stack, sweep["id"], timeout=60)
@@ -146,7 +153,7 @@ def test_a_host_cut_off_mid_run_and_restored_loses_nothing_and_finishes_nothing_
         print(  # noqa: T201  (the figures of the run, in the test's output with -s)
             f"cut host-{cut} for {restored_at - cut_at:.1f} s holding {len(stranded)} runs "
             f"({sum(f'{i} (running)' in logs for i in stranded)} re-sent as running by the reconciler); "
-            f"{len(queued_at_restart)} queued at the Redis restart; {time.time() - started:.0f} s in all"
+            f"{len(waiting)} waiting at the Redis restart; {time.time() - started:.0f} s in all"
         )
 
 
@@ -177,7 +184,7 @@ def stored(cluster: Cluster, experiment_id: str, kind: str) -> tuple[int, int, s
         engine.dispose()
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_models_and_checkpoints_larger_than_a_chunk_cross_hosts_without_a_shared_directory(tmp_path: Path) -> None:
     inline_max = {"LABTRAIN_ARTIFACT_INLINE_MAX_BYTES": str(CHUNK_BYTES)}  # larger blobs: in chunks
     with start_cluster(tmp_path, env_extra=inline_max, workers_on=("a",)) as cluster:
