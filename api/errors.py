@@ -184,7 +184,7 @@ def bounded_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for e in errors[:100]:
         item: dict[str, Any] = {
             "loc": [p if isinstance(p, int) and not isinstance(p, bool) else excerpt(str(p)) for p in e.get("loc", ())],
-            "msg": excerpt(str(e.get("msg", "")), MSG_CHARS),
+            "msg": excerpt(str(e.get("msg", "")).removeprefix("Value error, "), MSG_CHARS),
             "type": str(e.get("type", "value_error")),
         }
         if "input" in e:
