@@ -305,3 +305,30 @@ def test_docs_need_a_key_and_load_nothing_from_outside(stack: Stack, tmp_path_fa
                 assert len(asset.content) > 100, url
         assert client.get("/docs/assets/../../etc/passwd", headers=key).status_code == 404
         assert client.get("/docs/assets/core.py", headers=key).status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_control_characters_in_headers_are_never_a_5xx(stack: Stack) -> None:
+    url = urlsplit(stack.base_url)
+    body = json.dumps(parked_spec("header")).encode()
+    statuses: list[int] = []
+    for value in (b"a\x00b", b"a\x01b", b"\xff\xfe", b"x" * 300):
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
+        try:
+            conn.putrequest("POST", "/experiments")
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Content-Length", str(len(body)))
+            conn.putheader("Idempotency-Key", value)
+            conn.putheader("Last-Event-ID", value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            status = response.status
+            response.read()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            status = 400  # the HTTP parser refused the request line itself
+        finally:
+            conn.close()
+        assert status < 500, (value, status)
+        statuses.append(status)
+    assert stack.client.get("/healthz").status_code == 200
+    assert statuses[0] == 400  # a NUL: the HTTP parser refuses it, before any route
