@@ -209,7 +209,8 @@ class SweepTableRead(BaseModel):
     rows: list[dict[str, Any]] = Field(
         description='one per row name: {"name", "opt", "lr", "bs", "ep", ["convlay", "ks",] "hidlay", "neur", "act", '
         '"loss", "par", "val_accuracy" (per target too for two targets) or "val_rmse", with repeats '
-        '"<metric>_mean" and "<metric>_std", "n", "status", "best", "test_evaluations", "experiment_ids"}'
+        '"<metric>_mean" and "<metric>_std", "kept" (the weights the metrics are of: best or last), "n", "status", '
+        '"best", "test_evaluations", "experiment_ids"}'
     )
 
 

@@ -262,7 +262,7 @@ def sweep_table(session: Session, owner: str, sweep_id: str) -> tuple[Table, Swe
 # -- the study table ---------------------------------------------------------------------------
 
 BASE_COLUMNS = ("name", "opt", "lr", "bs", "ep")
-TEXT_COLUMNS = frozenset({"name", "opt", "act", "loss", "status", "best", "neur"})
+TEXT_COLUMNS = frozenset({"name", "opt", "act", "loss", "status", "best", "neur", "kept"})
 
 
 @dataclass(frozen=True)
@@ -299,12 +299,18 @@ def _architecture(spec: dict[str, Any], cnn: bool, two_targets: bool) -> dict[st
 def _metric_columns(experiments: list[Experiment]) -> list[str]:
     seen: list[str] = []
     for e in experiments:
-        for key in e.latest_metrics or {}:
+        for key in _shown(e) or {}:
             if (key.startswith("val_accuracy") or key == "val_rmse") and key not in seen:
                 seen.append(key)
     if not seen:  # nothing trained yet: the task says which metric will come
         seen = ["val_rmse"] if experiments and all(e.task == "regression" for e in experiments) else ["val_accuracy"]
     return sorted(seen, key=lambda k: (k != "val_accuracy", k == "val_rmse", seen.index(k)))
+
+
+def _shown(e: Experiment) -> dict[str, Any] | None:
+    """The validation metrics a table shows for a member: those of its kept weights (what it
+    serves: spec `keep`), the latest epoch's until a kept model is known."""
+    return e.served_metrics or e.latest_metrics
 
 
 def _row_status(experiments: list[Experiment]) -> str:
@@ -318,9 +324,9 @@ def _row_status(experiments: list[Experiment]) -> str:
 
 def build_table(members: list[dict[str, Any]], experiments: list[Experiment], repeats: int) -> Table:
     """One row per row name, in sweep order: the report's columns, the validation metrics of
-    the last epoch (the mean and standard deviation over repeats; over the succeeded members
-    once any succeeded), and `best` on the best fully succeeded row (the smaller network among
-    equals). Test metrics never enter."""
+    the kept weights (`kept`: the spec's `keep`, best or last epoch; the mean and standard
+    deviation over repeats; over the succeeded members once any succeeded), and `best` on the
+    best fully succeeded row (the smaller network among equals). Test metrics never enter."""
     by_id = {e.id: e for e in experiments}
     groups: dict[str, list[Experiment]] = {}
     for m in members:
@@ -342,14 +348,15 @@ def build_table(members: list[dict[str, Any]], experiments: list[Experiment], re
             "par": group[0].param_count,
         }
         succeeded = [e for e in group if e.status == "succeeded"]
-        measured = succeeded or [e for e in group if e.latest_metrics]
+        measured = succeeded or [e for e in group if _shown(e)]
         for key in metrics:
-            values = [float(v) for e in measured if (v := (e.latest_metrics or {}).get(key)) is not None]
+            values = [float(v) for e in measured if (v := (_shown(e) or {}).get(key)) is not None]
             mean = statistics.fmean(values) if values else None
             row[key] = mean
             if repeats > 1:
                 row[f"{key}_mean"] = mean
                 row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        row["kept"] = spec.get("keep", "best")
         row["n"] = len(measured)
         row["status"] = _row_status(group)
         row["best"] = False

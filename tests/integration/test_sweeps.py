@@ -188,7 +188,7 @@ def test_table_with_repeats_gives_mean_and_std_and_marks_the_best(stack: Stack) 
     sweep = post_sweep(stack, {
         "name": "repeats",
         "base": base_spec(epochs=12),
-        "variants": [{"name": "tiny", "model.neurons": 2, "model.hidden_layers": 1}, {"name": "deep"}],
+        "variants": [{"name": "tiny", "model.neurons": 2, "model.hidden_layers": 1, "keep": "last"}, {"name": "deep"}],
         "repeats": 3,
     })  # fmt: skip
     assert [(m["name"], m["repeat"]) for m in sweep["members"]] == [
@@ -201,8 +201,14 @@ def test_table_with_repeats_gives_mean_and_std_and_marks_the_best(stack: Stack) 
     assert body["metric"] == "val_accuracy"
     rows = {r["name"]: r for r in body["rows"]}
     assert list(rows) == ["tiny", "deep"]
+    assert (rows["tiny"]["kept"], rows["deep"]["kept"]) == ("last", "best")
     for name, row in rows.items():
-        accs = [stack.experiment(i)["metrics"]["latest"]["val_accuracy"] for i in row["experiment_ids"]]
+        # The table shows what each member serves: the last epoch's weights (keep: last) or the
+        # best validation epoch's (keep: best, the default).
+        members = [stack.experiment(i)["metrics"] for i in row["experiment_ids"]]
+        accs = [m["served"]["val_accuracy"] for m in members]
+        if row["kept"] == "last":
+            assert [m["served"]["epoch"] for m in members] == [12, 12, 12]
         assert row["n"] == 3
         assert row["val_accuracy_mean"] == pytest.approx(statistics.fmean(accs))
         assert row["val_accuracy"] == row["val_accuracy_mean"]
