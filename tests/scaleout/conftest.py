@@ -86,9 +86,8 @@ def start_cluster(
                 LABTRAIN_DEVICE="cpu",
                 LABTRAIN_LOG_LEVEL="INFO",
                 PYTHONUNBUFFERED="1",
-                **FAST_RECOVERY,
-                **(env_extra or {}),
             )
+            env.update(FAST_RECOVERY | (env_extra or {}))  # env_extra may override the recovery settings
             port = _free_port()
             api_log = api_dir / "api.log"
             api = _start(_api_argv(port), env, api_log)
