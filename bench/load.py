@@ -11,6 +11,13 @@ training (its status, attempt, and when it ended after the kill).
     .venv/bin/python -m bench.load                     # 50 clients, 1,000 experiments, 2 workers
     .venv/bin/python -m bench.load --quick             # 10 clients, 100 experiments
     .venv/bin/python -m bench.load --env LABTRAIN_RECONCILE_SECONDS=30  # settings for every process
+    .venv/bin/python -m bench.load --hosts             # two worker hosts (root), one cut and restored
+
+With --hosts the workers run on two hosts made of network namespaces (tests/scaleout: root, and
+PostgreSQL on 127.0.0.1:5432), sharing only PostgreSQL and a Redis of the run's own with the API;
+instead of the kills, host A's link is cut when a third of the experiments are terminal and
+restored --cut-seconds later. Counted besides: epochs stored twice or missing, and runs that two
+workers finished (their logs), which must both be 0.
 
 Every process runs with RECOVERY (a heartbeat stale after 10 s, the reconciler every 5 s) unless
 --env says otherwise: with the defaults (300 s, 30 s) the experiment a killed worker held waits
@@ -25,7 +32,9 @@ import os
 import random
 import time
 from collections import Counter
+from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -142,9 +151,49 @@ async def killer(stack: BenchStack, tally: Tally, kills: int, events: list[dict[
         slot = stack.start_worker()
 
 
-def _running_on(stack: BenchStack, worker: str) -> list[str]:
+async def cutter(cluster: Any, tally: Tally, cut_seconds: float, events: list[dict[str, Any]]) -> None:
+    """Cut host A off the network when a third of the experiments are terminal; restore it
+    `cut_seconds` later."""
+    while tally.submitted_at is None or len(tally.pending) > len(tally.accepted) * 2 / 3:
+        await asyncio.sleep(0.05)
+    host = cluster.hosts["a"]
+    running = await asyncio.to_thread(_running_on, cluster.stack, "@host-a")
+    host.cut()
+    events.append({"killed": "host-a (cut)", "at": time.time(), "was_training": running})
+    try:
+        await asyncio.sleep(cut_seconds)
+    finally:  # also when the run ends first: the host is never left cut off
+        host.restore()
+
+
+def _running_on(stack: Any, worker: str) -> list[str]:
+    """The running experiments of `worker` (or of every worker whose name ends with it)."""
     items = stack.client.get("/experiments", params={"status": "running", "limit": 200}).json()["items"]
-    return [e["id"] for e in items if e.get("worker") == worker]
+    return [e["id"] for e in items if (e.get("worker") or "").endswith(worker)]
+
+
+def doubles(cluster: Any, ids: set[str]) -> tuple[int, int]:
+    """(experiments whose epoch rows are not exactly 1..epochs once each, experiments whose end two
+    workers logged), over `ids`."""
+    import re
+
+    from sqlalchemy import func, select
+
+    from core.db import create_db_engine, session_factory
+    from core.tables import EpochMetric, Experiment
+
+    engine = create_db_engine(cluster.database_url)
+    try:
+        with session_factory(engine)() as session:
+            counts = select(EpochMetric.experiment_id, func.count(), func.count(func.distinct(EpochMetric.epoch)))
+            rows = {i: (n, d) for i, n, d in session.execute(counts.group_by(EpochMetric.experiment_id))}
+            done = dict(session.execute(select(Experiment.id, Experiment.epochs_done)).all())
+    finally:
+        engine.dispose()
+    bad_epochs = sum(1 for i in ids if rows.get(i, (0, 0)) != (done.get(i), done.get(i)))
+    logs = [cluster.workers.log(name) for name in cluster.workers.logs]
+    ended = Counter(m for log in logs for m in re.findall(r"experiment (\w+): (?:succeeded|failed|cancelled)", log))
+    return bad_epochs, sum(1 for i in ids if ended[i] > 1)
 
 
 def q(xs: list[float], p: float) -> float:
@@ -162,15 +211,32 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every process (LABTRAIN_...)")
     parser.add_argument("--database-url")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379", help="the Redis server (a free db is reserved)")
+    parser.add_argument("--hosts", action="store_true", help="two worker hosts in network namespaces; one is cut")
+    parser.add_argument("--cut-seconds", type=float, default=20.0, help="with --hosts: how long host A is cut off")
     args = parser.parse_args()
     if args.quick:
         args.total, args.clients = 100, 10
     env = RECOVERY | dict(item.split("=", 1) for item in args.env)
-    tally, events = Tally(), []
+    tally, events = Tally(), list[dict[str, Any]]()
     load = [os.getloadavg()[0]]
 
-    with start_stack(database_url=args.database_url, redis_base_url=args.redis, workers=args.workers, env=env) as stack:
-        print(f"stack: {args.workers} workers, {stack.database_url.split(':')[0]}, logs in {stack.tmp}", flush=True)
+    cluster: Any = None
+    with ExitStack() as resources:
+        if args.hosts:
+            import tempfile
+
+            from tests.scaleout.conftest import start_cluster
+
+            tmp = Path(tempfile.mkdtemp(prefix="labtrain-load-"))
+            cluster = resources.enter_context(start_cluster(tmp, env_extra=env))
+            stack = cluster.stack
+            args.workers, args.kills = 2, 0
+            print(f"cluster: hosts a and b (a worker of 2 processes each), postgresql, logs in {tmp}", flush=True)
+        else:
+            stack = resources.enter_context(
+                start_stack(database_url=args.database_url, redis_base_url=args.redis, workers=args.workers, env=env)
+            )
+            print(f"stack: {args.workers} workers, {stack.database_url.split(':')[0]}, logs in {stack.tmp}", flush=True)
 
         async def run() -> tuple[float, float]:
             # keepalive_expiry below uvicorn's 5 s keep-alive timeout: a connection idle for about
@@ -182,7 +248,12 @@ def main() -> None:
                 done = asyncio.Event()
                 tally.pending = {"?"}  # unknown until the monitor's first look
                 watch = asyncio.create_task(monitor(client, tally, done, args.deadline))
-                kill = asyncio.create_task(killer(stack, tally, args.kills, events))
+                chaos = (
+                    cutter(cluster, tally, args.cut_seconds, events)
+                    if args.hosts
+                    else killer(stack, tally, args.kills, events)
+                )
+                kill = asyncio.create_task(chaos)
                 quota = [args.total]
                 t0 = time.perf_counter()
                 await asyncio.gather(*[client_loop(client, tally, quota, done, seed) for seed in range(args.clients)])
@@ -200,6 +271,7 @@ def main() -> None:
         kills = [
             {**e, "after": [stack.client.get(f"/experiments/{i}").json() for i in e["was_training"]]} for e in events
         ]
+        doubled = doubles(cluster, accepted) if args.hosts else None
         load.append(os.getloadavg()[0])
 
     averages = ", ".join(f"{x:.1f}" for x in load)
@@ -221,6 +293,9 @@ def main() -> None:
                   + (f", ended {ended:.1f} s after the kill)" if ended else ", never ended)"))  # fmt: skip
         if not e["after"]:
             print(f"kill of {e['killed']}: it was training nothing the API listed as running")
+    if doubled is not None:
+        print(f"across hosts: {len(accepted) / seconds:.1f} experiments/s terminal; experiments with an epoch "
+              f"stored twice or missing: {doubled[0]}; finished by two workers: {doubled[1]}")  # fmt: skip
     if pending:
         print(f"lost: {sorted(pending)[:10]}")
 
