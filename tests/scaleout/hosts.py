@@ -210,7 +210,8 @@ class Forwarder:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled at close(): nothing to report
+            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
 
     def close(self) -> None:
         async def shutdown() -> None:
