@@ -16,7 +16,7 @@ from api.model_cache import ModelCache
 from api.observability import install_metrics
 from api.openapi import document_error_envelope
 from api.request_rules import install_request_rules, reject_unknown_query
-from api.routes import datasets, events, experiments, health, observability, plots, predictions, sweeps, ui
+from api.routes import datasets, events, experiments, health, observability, plots, predictions, sweeps, ui, webhooks
 from core.artifact_store import ArtifactStore
 from core.broker import build_celery
 from core.db import create_db_engine, session_factory
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(observability.router)
     app.include_router(ui.router)  # the dashboard's static files (public: they carry no data)
+    app.include_router(webhooks.router)
     install_docs(app)
     install_json_guard(app)  # inside the body limit, which counts what it reads
     install_request_rules(app)  # HEAD as GET, no NUL in the path or the query

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     group_max_members: int = Field(32, ge=1, description="1 turns group training off")
     group_memory_bytes: int = Field(1 << 30, ge=1 << 20, description="estimated memory budget of one group")
 
+    # Webhooks (core/webhooks.py): the API and every worker need the same values.
+    webhook_allow: str = Field(
+        "", description="host patterns a `notify.url` may name: `127.0.0.1:*,hooks.example.org,*.lab.org:8443`"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="unset: each owner's signing secret is random, stored in the database"
+    )
+    webhook_max_attempts: int = Field(5, ge=1, le=50, description="tries of one event before it is given up")
+    webhook_backoff_seconds: float = Field(2.0, ge=0.0, description="wait before the 2nd try; doubled each try")
+    webhook_timeout_seconds: float = Field(10.0, gt=0.0, description="of one POST")
+
     # API behaviour.
     model_cache_size: int = Field(32, ge=1)
     log_level: str = "INFO"

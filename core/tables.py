@@ -178,3 +178,55 @@ class Evaluation(Base):
     split: Mapped[str] = mapped_column(String(10))
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookSecret(Base):
+    """An owner's webhook signing secret, made on first use when LABTRAIN_WEBHOOK_SECRET is unset,
+    so the API and every worker sign with the same one."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to POST (the outbox): inserted in the transaction that makes it true, sent after
+    the commit by `labtrain.deliver_webhook`, `pending` until `delivered` or `failed`."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(100))
+    experiment_id: Mapped[str | None] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(20))  # a terminal status, or "finished" (a sweep)
+    url: Mapped[str] = mapped_column(String(2000))
+    payload: Mapped[dict[str, Any]]  # the event body, fixed when the event happened
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    locked_until: Mapped[datetime | None]  # a sender holds it until then (a duplicate message skips it)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "event", name="uq_webhook_deliveries_experiment_event"),
+        UniqueConstraint("sweep_id", "event", name="uq_webhook_deliveries_sweep_event"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),  # the reconciler's scan
+    )
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(Integer)  # 1-based
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None: no answer (see error)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

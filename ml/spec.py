@@ -251,6 +251,25 @@ EXAMPLE_SPEC: dict[str, Any] = {
     "loss": "bce",
     "optimizer": {"name": "adam", "lr": 0.01},
     "batch_size": 128,
+ExperimentEvent = Literal["succeeded", "failed", "cancelled", "diverged"]
+
+
+def _all_events() -> list[ExperimentEvent]:
+    return ["succeeded", "failed", "cancelled", "diverged"]
+
+
+class NotifySpec(_Strict):
+    """A signed webhook POSTed when the run ends (the API checks `url` against
+    LABTRAIN_WEBHOOK_ALLOW; core/webhooks.py sends it)."""
+
+    url: str = Field(min_length=1, max_length=2000, description="an http(s) URL of an allowed destination")
+    events: list[ExperimentEvent] = Field(
+        default_factory=_all_events,
+        min_length=1,
+        description="the terminal statuses that send an event (default: all)",
+    )
+
+
     "epochs": 300,
     "seed": 0,
 }
@@ -283,6 +302,7 @@ def validate_spec(
     max_params: int | None = None,
     upload_info: Callable[[str], DatasetInfo | None] | None = None,
     max_run_memory_bytes: int | None = None,
+    notify: NotifySpec | None = Field(None, description="a signed webhook when the run ends")
 ) -> CheckedSpec:
     """Check a spec on its own and against its dataset; raise SpecInvalid naming each problem.
 

@@ -115,6 +115,13 @@ class RandomSearch(_Strict):
     space: dict[str, Distribution] = Field(min_length=1, description="dotted path → distribution")
 
 
+class SweepNotify(_Strict):
+    """A sweep's webhook: `finished` is sent once, when its last member reaches a terminal status."""
+
+    url: str = Field(min_length=1, max_length=2000, description="an http(s) URL of an allowed destination")
+    events: list[Literal["finished"]] = Field(default=["finished"], min_length=1)  # pydantic copies the default
+
+
 class SweepRequest(_Strict):
     """The body of `POST /sweeps` (and a study file without its `report` and `evaluate`)."""
 
@@ -128,6 +135,7 @@ class SweepRequest(_Strict):
     )
     random: RandomSearch | None = Field(None, description="rows drawn from a space, seeded")
     repeats: int = Field(1, ge=1, le=100, description="train every row with this many seeds")
+    notify: SweepNotify | None = Field(None, description="a signed webhook when the last member ends")
 
     @model_validator(mode="after")
     def _one_mode(self) -> SweepRequest:

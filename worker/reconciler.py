@@ -142,6 +142,24 @@ def reconcile_once(app: Celery, settings: Settings, sessions: sessionmaker[Sessi
     return sent
 
 
+def resend_webhooks(app: Celery, settings: Settings, sessions: sessionmaker[Session], channel: Any) -> list[str]:
+    """Send again the webhook deliveries still pending one interval after they were due whose
+    message is not in the broker (lost); a duplicate of one on its way finds it done and skips it."""
+    from core.repositories import webhooks as webhooks_repo
+    from core.webhooks import send_deliveries
+
+    with sessions() as session:
+        due_before = utcnow() - timedelta(seconds=settings.reconcile_seconds)
+        ids = webhooks_repo.list_due(session, due_before=due_before, limit=BATCH)
+    if ids:
+        live = live_ids(channel, time.time() - settings.heartbeat_stale_seconds)
+        ids = [i for i in ids if i not in live]
+    if ids:
+        send_deliveries(ids, celery=app)
+        log.warning("re-sent %d webhook deliveries whose message was lost: %s", len(ids), ", ".join(ids))
+    return ids
+
+
 class Reconciler(threading.Thread):
     """Every LABTRAIN_RECONCILE_SECONDS: take the lock if no other worker holds it, run a pass."""
 
@@ -180,6 +198,7 @@ class Reconciler(threading.Thread):
             started = time.monotonic()
             try:
                 reconcile_once(self.app, self.settings, sessions, channel)
+                resend_webhooks(self.app, self.settings, sessions, channel)
             finally:
                 # Hold the lock until one interval after this pass began: one pass per interval in all.
                 left_ms = int((self.settings.reconcile_seconds - (time.monotonic() - started)) * 1000)

@@ -6,6 +6,7 @@ from celery import Task
 
 from core.broker import TRAIN_GROUP_TASK, TRAIN_TASK
 from core.logging import experiment_context
+from core.webhooks import DELIVER_TASK, deliver
 from worker.celery_app import celery_app
 from worker.group_runner import run_group
 from worker.runner import run_experiment
@@ -27,3 +28,9 @@ def train_group(self: Task, experiment_ids: list[str]) -> dict[str, str]:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     with experiment_context(experiment_ids):  # every record logged meanwhile carries experiment_ids
         return run_group(list(experiment_ids), worker=self.request.hostname or "worker", takeover=redelivered)
+
+
+@celery_app.task(name=DELIVER_TASK, time_limit=300)
+def deliver_webhook(delivery_id: str) -> str:
+    """One try of a signed webhook; the row says whether it is still due, so a duplicate is harmless."""
+    return deliver(delivery_id)

@@ -28,6 +28,7 @@ from api.errors import (
 )
 from api.schemas import epoch_row
 from api.services.datasets import check_upload_exists, upload_info
+from api.services.webhooks import check_destinations
 from core.enqueue import enqueue_group, queue_for
 from core.repositories import experiments as repo
 from core.repositories import metrics as metrics_repo
@@ -169,6 +170,8 @@ def create_experiment(
             owner=owner,
             name=checked.spec.name,
             spec=normalized,
+    if checked.spec.notify is not None:
+        check_destinations([(("notify", "url"), checked.spec.notify.url)], settings)
             task=checked.task,
             param_count=checked.param_count,
             queue=queue_for(checked.spec.device, settings),

@@ -37,6 +37,7 @@ from api.services.experiments import (
 )
 from core.enqueue import queue_for
 from core.repositories import datasets as datasets_repo
+from api.services.webhooks import check_destinations
 from core.repositories import experiments as experiments_repo
 from core.repositories import sweeps as repo
 from core.settings import Settings
@@ -85,6 +86,11 @@ def create_sweep(
     _check_work(checked, settings)
     accepted = request.model_dump(mode="json", by_alias=True, exclude_none=True)
     digest = _request_hash(accepted)
+    check_destinations(
+        ([(("notify", "url"), request.notify.url)] if request.notify else [])
+        + [(("base", "notify", "url"), c.checked.spec.notify.url) for c in checked if c.checked.spec.notify],
+        settings,
+    )
     session = uow.session
     if idempotency_key is not None:
         first = experiments_repo.get_by_idempotency_key(session, owner, KEY_PREFIX + idempotency_key)

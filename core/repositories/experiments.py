@@ -14,6 +14,7 @@ from sqlalchemy import and_, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from core.repositories import rowcount
+from core.repositories import webhooks as webhooks_repo
 from core.tables import Experiment, utcnow
 
 
@@ -108,7 +109,10 @@ def cancel_queued(session: Session, experiment_id: str) -> bool:
         .where(Experiment.id == experiment_id, Experiment.status == "queued")
         .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
     )
-    return rowcount(result) == 1
+    if rowcount(result) != 1:
+        return False
+    webhooks_repo.record_terminal(session, [experiment_id])  # the outbox, in the status's transaction
+    return True
 
 
 def request_cancel(session: Session, experiment_id: str) -> bool:
@@ -280,7 +284,10 @@ def finish(
     if served:
         values["served_metrics"] = served
     result = session.execute(update(Experiment).where(_ours(experiment_id, attempt)).values(**values))
-    return rowcount(result) == 1
+    if rowcount(result) != 1:
+        return False
+    webhooks_repo.record_terminal(session, [experiment_id])  # the outbox, in the status's transaction
+    return True
 
 
 # -- sweeps: their members are experiments with `sweep_id` set --------------------------------
@@ -349,13 +356,19 @@ def status_counts(session: Session, sweep_ids: list[str]) -> dict[str, dict[str,
 
 
 def cancel_queued_in_sweep(session: Session, sweep_id: str) -> int:
-    """Every queued member → cancelled at once; returns how many."""
-    result = session.execute(
-        update(Experiment)
-        .where(Experiment.sweep_id == sweep_id, Experiment.status == "queued")
-        .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+    """Every queued member → cancelled at once; returns how many. (The sweep's own `finished`
+    event is the cancel's last step: `sweeps.mark_cancelled` takes the sweep row after the members.)"""
+    cancelled = list(
+        session.scalars(
+            update(Experiment)
+            .where(Experiment.sweep_id == sweep_id, Experiment.status == "queued")
+            .values(status="cancelled", cancel_requested=True, finished_at=utcnow())
+            .returning(Experiment.id)
+            .execution_options(synchronize_session=False)
+        )
     )
-    return rowcount(result)
+    webhooks_repo.record_terminal(session, cancelled, sweeps=False)
+    return len(cancelled)
 
 
 def request_cancel_in_sweep(session: Session, sweep_id: str) -> int:

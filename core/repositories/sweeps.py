@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.repositories import webhooks as webhooks_repo
 from core.tables import Sweep, utcnow
 
 
@@ -45,3 +46,4 @@ def list_page(session: Session, *, owner: str, limit: int, before: tuple[datetim
 
 def mark_cancelled(session: Session, sweep_id: str) -> None:
     session.execute(update(Sweep).where(Sweep.id == sweep_id).values(status="cancelled"))
+    webhooks_repo.record_sweep_finished(session, sweep_id)  # when no member is left running
