@@ -14,7 +14,7 @@ from api.errors import install_error_handlers
 from api.json_guard import install_json_guard
 from api.model_cache import ModelCache
 from api.observability import install_metrics
-from api.openapi import document_error_envelope
+from api.openapi import document_error_envelope, operation_id
 from api.request_rules import install_request_rules, reject_unknown_query
 from api.routes import datasets, events, experiments, health, observability, plots, predictions, sweeps, ui, webhooks
 from core.artifact_store import ArtifactStore
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
         dependencies=[Depends(reject_unknown_query)],  # every route: unknown query parameters are a 422
+        generate_unique_id_function=operation_id,  # `create_experiment`, not `create_experiment_experiments_post`
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -70,8 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(health.router)
     app.include_router(observability.router)
-    app.include_router(ui.router)  # the dashboard's static files (public: they carry no data)
     app.include_router(webhooks.router)
+    app.include_router(ui.router)  # the dashboard's static files (public: they carry no data)
     install_docs(app)
     install_json_guard(app)  # inside the body limit, which counts what it reads
     install_request_rules(app)  # HEAD as GET, no NUL in the path or the query

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 VALIDATION_ENVELOPE: dict[str, Any] = {
     "title": "ValidationErrorEnvelope",
@@ -55,6 +56,27 @@ REQUEST_LINE: dict[str, Any] = {
 }
 
 
+def operation_id(route: APIRoute) -> str:
+    """A short operationId a generated client names its function by: the handler's name, with the
+    house `read_` (STYLE.md) said as generators and their users say it, `get_` (`get_experiment`,
+    `get_metrics`; `create_experiment`, `list_experiments`, `cancel_experiment` as they are)."""
+    name = route.name
+    return "get_" + name.removeprefix("read_") if name.startswith("read_") else name
+
+
+def check_operation_ids(schema: dict[str, Any]) -> None:
+    """Two handlers of one name would give a generated client two functions of one name."""
+    seen: dict[str, str] = {}
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            ident = operation.get("operationId")
+            if ident is None:
+                continue
+            if ident in seen:
+                raise RuntimeError(f"operationId {ident!r} of {method.upper()} {path} is also {seen[ident]}'s")
+            seen[ident] = f"{method.upper()} {path}"
+
+
 def document_error_envelope(app: FastAPI) -> None:
     """Build the schema once, with FastAPI's 422 schema replaced by the envelope's, and the 400
     of an unreadable JSON body on the operations that take one."""
@@ -74,6 +96,7 @@ def document_error_envelope(app: FastAPI) -> None:
                     if "application/json" in operation.get("requestBody", {}).get("content", {}):
                         responses.setdefault("400", UNREADABLE_BODY)
                     responses.setdefault("422", REQUEST_LINE)  # api/request_rules.py: on every route
+            check_operation_ids(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

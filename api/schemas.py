@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.tables import EpochMetric, Evaluation, Experiment
+from ml.spec import Notes, Tags
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "diverged"]
 
@@ -57,6 +58,8 @@ class ExperimentRead(BaseModel):
         None, description="while queued: how many experiments are queued ahead of it on its queue"
     )
     train_seconds: float | None = Field(description="training time measured inside the worker")
+    tags: list[str] = Field(default_factory=list, description="its own tags (a sweep's tags also match `?tag=`)")
+    notes: str | None = None
     created_at: UtcDatetime
     started_at: UtcDatetime | None
     finished_at: UtcDatetime | None
@@ -82,10 +85,21 @@ class ExperimentRead(BaseModel):
             cancel_requested=row.cancel_requested,
             train_seconds=row.train_seconds,
             queue_position=queue_position if row.status == "queued" else None,
+            tags=row.tags,
+            notes=row.notes,
             created_at=row.created_at,
             started_at=row.started_at,
             finished_at=row.finished_at,
         )
+
+
+class ExperimentUpdate(BaseModel):
+    """`PATCH /experiments/{id}`: each field given replaces the stored one; a field left out stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: Tags = Field(default_factory=list, description="the new tags, all of them (`[]` removes every tag)")
+    notes: Notes | None = Field(None, description="the new notes (`null` removes them)")
 
 
 class ExperimentPage(BaseModel):
@@ -192,7 +206,13 @@ class SweepRead(BaseModel):
     experiment_ids: list[str] = Field(description="the members, in sweep order (rows in order, repeats together)")
     members: list[SweepMemberRead]
     request: dict[str, Any] = Field(description="the request as accepted (base and variants, grid or random)")
+    tags: list[str] = Field(default_factory=list, description="its tags: `GET /experiments?tag=` finds its members too")
+    notes: str | None = None
     created_at: UtcDatetime
+
+
+class SweepUpdate(ExperimentUpdate):
+    """`PATCH /sweeps/{id}`: the sweep's own tags and notes (its members' stay as they are)."""
 
 
 class SweepPage(BaseModel):

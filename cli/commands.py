@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.client import ApiKeyOption, LocalError, UrlOption, service
@@ -152,6 +153,9 @@ def watch(
 def list_experiments(
     status: Annotated[str | None, typer.Option(help="Only this status (queued, running, succeeded, ...).")] = None,
     sweep: Annotated[str | None, typer.Option(help="Only the members of this sweep.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option(help="Only those carrying this tag, or their sweep (repeat it: all of them).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first (the service allows 1 to 200).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="The service's JSON page, for scripts.")] = False,
     url: UrlOption = None,
@@ -161,20 +165,22 @@ def list_experiments(
     params: dict[str, Any] = {"limit": limit}
     params |= {"status": status} if status else {}
     params |= {"sweep_id": sweep} if sweep else {}
+    params |= {"tag": tag} if tag else {}
     with service(url, api_key) as client:
         page = client.transport.json("GET", "/experiments", params=params)
     if as_json:
         typer.echo(json.dumps(page, indent=2))
         return
     table = Table(box=None)
-    for column in ("id", "name", "status", "params", "epochs", "best validation", "created"):
+    for column in ("id", "name", "status", "params", "epochs", "best validation", "tags", "created"):
         table.add_column(column, no_wrap=column in ("id", "status", "created"), justify="right" if column in (
             "params", "epochs") else "left")  # fmt: skip
     for e in page["items"]:
         best = e["metrics"]["best"] or {}
         table.add_row(
             e["id"], e["name"], e["status"], f"{e['param_count']:,}", f"{e['epochs_done']}/{e['spec']['epochs']}",
-            metric_summary({k: v for k, v in best.items() if k != "epoch"}), e["created_at"][:16].replace("T", " "),
+            metric_summary({k: v for k, v in best.items() if k != "epoch"}), escape(",".join(e.get("tags") or [])),
+            e["created_at"][:16].replace("T", " "),
         )  # fmt: skip
     stdout().print(table)
     if page["next_cursor"]:

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cli import data_commands
+from cli import data_commands, tags
 from cli.client import ApiKeyOption, UrlOption, fail, service
 from cli.commands import register
 from core.settings import Settings, get_settings
@@ -145,7 +145,7 @@ def migrate() -> None:
 
 
 register(app)  # submit, watch, list, show, metrics, predict, table, plot, cancel (cli/commands.py)
-for command in data_commands.COMMANDS:  # datasets, upload, evaluate, download
+for command in [*data_commands.COMMANDS, *tags.COMMANDS]:  # datasets, upload, evaluate, download; tag
     app.command()(command)
 
 study_app = typer.Typer(help="Run the lab report's studies (studies/*.yaml) against a running service.")

@@ -9,6 +9,7 @@ from collections import deque
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -72,6 +73,8 @@ def experiment_table(e: dict[str, Any]) -> Table:
         ("device", e.get("device") or "-"),
         ("worker", f"{e.get('worker') or '-'} (attempt {e.get('attempt', 0)})"),
         ("sweep", e.get("sweep_id") or "-"),
+        ("tags", escape(", ".join(e.get("tags") or [])) or "-"),
+        ("notes", escape(e.get("notes") or "-")),
         ("created", _time(e["created_at"])),
         ("started", _time(e.get("started_at"))),
         ("finished", _time(e.get("finished_at"))),

@@ -27,10 +27,26 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import BYTEA, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 # PostgreSQL stores JSON as jsonb and blobs as bytea; SQLite as JSON text and BLOB.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 Blob = LargeBinary().with_variant(BYTEA(), "postgresql")
+
+
+class TagList(TypeDecorator[list[str]]):
+    """Tags as one text, `,a,b,` (ml.spec.Tag has no comma): `,x,` is in it exactly when `x` is a
+    tag, one substring test on SQLite and PostgreSQL alike (core.repositories.tags). Empty: ''."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Any) -> str:
+        return f",{','.join(value)}," if value else ""
+
+    def process_result_value(self, value: str | None, dialect: Any) -> list[str]:
+        return [t for t in (value or "").split(",") if t]
+
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +82,8 @@ class Sweep(Base):
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(20), default="running")
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list, server_default="")
+    notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -110,6 +128,8 @@ class Experiment(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))  # of the normalized spec, for key reuse
     test_evaluations: Mapped[int] = mapped_column(Integer, default=0)
     train_seconds: Mapped[float | None] = mapped_column(Float)
+    tags: Mapped[list[str]] = mapped_column(TagList, default=list, server_default="")  # set at submission or by PATCH
+    notes: Mapped[str | None] = mapped_column(Text)
     heartbeat_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

@@ -95,28 +95,23 @@ class Client:
         self,
         status: str | None = None,
         sweep: str | None = None,
-        tag: str | None = None,
+        tag: str | list[str] | None = None,
         page_size: int = 100,
     ) -> Iterator[Experiment]:
         """Every experiment, newest first, fetched a page at a time; only those in `status`, of
-        `sweep` (its id), or carrying `tag`.
-
-        Tags are not implemented by the service yet: `tag` is sent (as `?tag=`) only when given,
-        and a service without tags refuses it (ValidationError naming `tag`). Items are also
-        kept here only when their `tags` hold it, so no service can answer a tag filter with
-        untagged experiments."""
+        `sweep` (its id), or carrying `tag` (every one of a list): its own tag or its sweep's,
+        filtered by the service (`?tag=`)."""
         params: dict[str, Any] = {"limit": page_size}
         params |= {"status": status} if status else {}
         params |= {"sweep_id": sweep} if sweep else {}
-        params |= {"tag": tag} if tag else {}
+        params |= {"tag": [tag] if isinstance(tag, str) else list(tag)} if tag else {}
 
         def fetch(cursor: str | None) -> dict[str, Any]:
             page = params | ({"cursor": cursor} if cursor else {})
             return dict(self.transport.json("GET", "/experiments", params=page))
 
         for item in pages(fetch):
-            if tag is None or tag in (item.get("tags") or []):
-                yield Experiment(self, item)
+            yield Experiment(self, item)
 
     def events(
         self,
@@ -181,11 +176,12 @@ class Client:
     def sweep(self, sweep_id: str) -> Sweep:
         return Sweep(self, self.transport.json("GET", f"/sweeps/{sweep_id}"))
 
-    def sweeps(self, page_size: int = 100) -> Iterator[Sweep]:
-        """Every sweep, newest first."""
+    def sweeps(self, tag: str | list[str] | None = None, page_size: int = 100) -> Iterator[Sweep]:
+        """Every sweep, newest first; only those carrying `tag` (every one of a list)."""
+        tags = {"tag": [tag] if isinstance(tag, str) else list(tag)} if tag else {}
 
         def fetch(cursor: str | None) -> dict[str, Any]:
-            params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
+            params: dict[str, Any] = {"limit": page_size} | tags | ({"cursor": cursor} if cursor else {})
             return dict(self.transport.json("GET", "/sweeps", params=params))
 
         for item in pages(fetch):

@@ -24,6 +24,13 @@ SWEEP_ENDED = frozenset({"finished", "cancelled"})
 MAX_UNREACHABLE = 30  # polls in a row without an answer (the API restarting) before waiting gives up
 
 
+class _Unset:
+    """The default of an argument whose None means something (`update(notes=None)` removes them)."""
+
+
+UNSET = _Unset()
+
+
 class _Resource:
     _path = ""
 
@@ -42,6 +49,25 @@ class _Resource:
     def refresh(self) -> Self:
         """Read it again from the service; returns itself, updated."""
         self.data = self.client.transport.json("GET", f"{self._path}/{self.id}")
+        return self
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.data.get("tags") or [])
+
+    @property
+    def notes(self) -> str | None:
+        return self.data.get("notes")
+
+    def update(self, *, tags: list[str] | None = None, notes: str | None | _Unset = UNSET) -> Self:
+        """Replace its tags (all of them: `[]` removes every tag) and/or its notes (`None` removes
+        them) with `PATCH`; what is not given stays. Returns itself, updated."""
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = list(tags)
+        if not isinstance(notes, _Unset):
+            body["notes"] = notes
+        self.data = self.client.transport.json("PATCH", f"{self._path}/{self.id}", json=body)
         return self
 
     def __getitem__(self, key: str) -> Any:

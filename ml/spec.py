@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -53,6 +54,41 @@ def _no_control_characters(value: str) -> str:
 # A short name a person gave (an experiment, a sweep, a sweep row): printable, 1 to N characters.
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_no_control_characters)]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_no_control_characters)]
+
+MAX_TAGS, MAX_TAG_LENGTH, MAX_NOTES_LENGTH = 20, 50, 10_000
+
+
+def _tag(value: str) -> str:
+    # Commas separate tags in `labtrain tag --add a,b` and in the stored column (core.tables.TagList).
+    if "," in value:
+        raise ValueError(f"a tag must not contain a comma: {value[:MAX_TAG_LENGTH]!r}")
+    if value != value.strip():
+        raise ValueError(f"a tag must not start or end with a space: {value[:MAX_TAG_LENGTH]!r}")
+    return value
+
+
+def _distinct(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))  # a repeated tag is kept once, in first-seen order
+
+
+def _notes_text(value: str) -> str:
+    """Notes are free text over several lines: tabs and line breaks yes, other control characters no."""
+    _no_control_characters(value.translate(_LINE_BREAKS))
+    return value
+
+
+_LINE_BREAKS = {ord("\n"): " ", ord("\r"): " ", ord("\t"): " "}
+
+
+# A label to find runs by (`GET /experiments?tag=`): 1 to 50 characters, no control character or comma.
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH),
+    AfterValidator(_no_control_characters),
+    AfterValidator(_tag),
+]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS), AfterValidator(_distinct)]
+Notes = Annotated[str, StringConstraints(max_length=MAX_NOTES_LENGTH), AfterValidator(_notes_text)]
 
 
 class SplitSpec(_Strict):
@@ -215,21 +251,64 @@ class EarlyStoppingSpec(_Strict):
     min_delta: float = Field(0.0, ge=0.0)
 
 
+ExperimentEvent = Literal["succeeded", "failed", "cancelled", "diverged"]
+
+
+def _all_events() -> list[ExperimentEvent]:
+    return ["succeeded", "failed", "cancelled", "diverged"]
+
+
+class NotifySpec(_Strict):
+    """A signed webhook POSTed when the run ends (the API checks `url` against
+    LABTRAIN_WEBHOOK_ALLOW; core/webhooks.py sends it)."""
+
+    url: str = Field(min_length=1, max_length=2000, description="an http(s) URL of an allowed destination")
+    events: list[ExperimentEvent] = Field(
+        default_factory=_all_events,
+        min_length=1,
+        description="the terminal statuses that send an event (default: all)",
+    )
+
+
 class ExperimentSpec(_Strict):
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema.update(examples=[EXAMPLE_SPEC]))
+
     name: Name = Field("experiment", description="1 to 100 characters, no control characters")
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     loss: Loss | None = Field(None, description="default: bce (binary), ce (classes), mse (regression)")
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    batch_size: int | Literal["full"] = Field(32, description="rows per step, or 'full' for the whole split")
+    batch_size: Annotated[
+        int | Literal["full"],
+        # The validator below reads the value before pydantic does; say the same in the schema, so a
+        # generated client builds an integer or the one string. `enum` beside `const`: given `const`
+        # alone, openapi-python-client 0.29 refuses every integer (tests/integration/test_generated_client.py).
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                    {"type": "string", "enum": ["full"], "const": "full"},
+                ]
+            }
+        ),
+    ] = Field(32, description="rows per step, or 'full' for the whole split")
     epochs: int = Field(10, ge=1, le=100_000)
     seed: int = Field(0, ge=0, le=2**31 - 1, description="initialization and shuffling")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     early_stopping: EarlyStoppingSpec | None = None
+    tags: Tags = Field(
+        default_factory=list,
+        description=f"labels to find the run by (`GET /experiments?tag=`): at most {MAX_TAGS}, each 1 to "
+        f"{MAX_TAG_LENGTH} characters without a comma; stored beside the spec, changed with PATCH",
+    )
+    notes: Notes | None = Field(
+        None, description=f"free text, at most {MAX_NOTES_LENGTH:,} characters; stored beside the spec"
+    )
     keep: Literal["best", "last"] = Field(
         "best",
         description="the weights a run keeps and serves: the best validation epoch (ml.ranking) or the last",
     )
+    notify: NotifySpec | None = Field(None, description="a signed webhook when the run ends")
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -251,25 +330,6 @@ EXAMPLE_SPEC: dict[str, Any] = {
     "loss": "bce",
     "optimizer": {"name": "adam", "lr": 0.01},
     "batch_size": 128,
-ExperimentEvent = Literal["succeeded", "failed", "cancelled", "diverged"]
-
-
-def _all_events() -> list[ExperimentEvent]:
-    return ["succeeded", "failed", "cancelled", "diverged"]
-
-
-class NotifySpec(_Strict):
-    """A signed webhook POSTed when the run ends (the API checks `url` against
-    LABTRAIN_WEBHOOK_ALLOW; core/webhooks.py sends it)."""
-
-    url: str = Field(min_length=1, max_length=2000, description="an http(s) URL of an allowed destination")
-    events: list[ExperimentEvent] = Field(
-        default_factory=_all_events,
-        min_length=1,
-        description="the terminal statuses that send an event (default: all)",
-    )
-
-
     "epochs": 300,
     "seed": 0,
 }
@@ -302,7 +362,6 @@ def validate_spec(
     max_params: int | None = None,
     upload_info: Callable[[str], DatasetInfo | None] | None = None,
     max_run_memory_bytes: int | None = None,
-    notify: NotifySpec | None = Field(None, description="a signed webhook when the run ends")
 ) -> CheckedSpec:
     """Check a spec on its own and against its dataset; raise SpecInvalid naming each problem.
 

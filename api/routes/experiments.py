@@ -1,4 +1,4 @@
-"""The experiments resource: submit, list, read, metrics, cancel."""
+"""The experiments resource: submit, list, read, change tags and notes, metrics, cancel."""
 
 from __future__ import annotations
 
@@ -8,14 +8,22 @@ from fastapi import APIRouter, Body, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from api.deps import CeleryDep, OwnerDep, SettingsDep, UowDep
-from api.schemas import ExperimentPage, ExperimentRead, MetricsRead, Status
+from api.schemas import ExperimentPage, ExperimentRead, ExperimentUpdate, MetricsRead, Status
 from api.services import experiments as service
-from ml.spec import EXAMPLE_SPEC, ExperimentSpec
+from api.services import tagging
+from ml.spec import EXAMPLE_SPEC, MAX_TAGS, ExperimentSpec, Tag
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
 ExperimentId = Annotated[str, Path(min_length=1, max_length=64, description="the experiment's id")]
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "no such experiment (`ExperimentNotFound`)"}}
+TagFilter = Annotated[
+    list[Tag] | None,
+    Query(
+        max_length=MAX_TAGS,
+        description="only those carrying this tag (their own or their sweep's); repeat it for all of several tags",
+    ),
+]
 
 
 @router.post(
@@ -62,12 +70,13 @@ def list_experiments(
     owner: OwnerDep,
     status_: Annotated[Status | None, Query(alias="status", description="only experiments in this status")] = None,
     sweep_id: Annotated[str | None, Query(max_length=64, description="only the members of this sweep")] = None,
+    tag: TagFilter = None,
     limit: Annotated[int, Query(ge=1, le=200, description="page size")] = 50,
     cursor: Annotated[str | None, Query(max_length=500, description="the next_cursor of the previous page")] = None,
 ) -> ExperimentPage:
     """List experiments, newest first, a page at a time."""
     rows, next_cursor = service.list_experiments(
-        uow.session, owner, limit=limit, status=status_, sweep_id=sweep_id, cursor=cursor
+        uow.session, owner, limit=limit, status=status_, sweep_id=sweep_id, cursor=cursor, tags=tag
     )
     return ExperimentPage(items=[ExperimentRead.from_row(r) for r in rows], next_cursor=next_cursor)
 
@@ -76,6 +85,15 @@ def list_experiments(
 def read_experiment(uow: UowDep, owner: OwnerDep, experiment_id: ExperimentId) -> ExperimentRead:
     """Read an experiment: its spec, status, progress, metrics and timings."""
     experiment = service.get_experiment(uow.session, owner, experiment_id)
+    return ExperimentRead.from_row(experiment, queue_position=service.queue_position(uow.session, experiment))
+
+
+@router.patch("/{experiment_id}", responses=ERRORS)
+def update_experiment(
+    uow: UowDep, owner: OwnerDep, experiment_id: ExperimentId, changes: ExperimentUpdate
+) -> ExperimentRead:
+    """Change an experiment's tags and/or notes (a field left out stays as it is)."""
+    experiment = tagging.update_experiment(uow.session, owner, experiment_id, changes.model_dump(exclude_unset=True))
     return ExperimentRead.from_row(experiment, queue_position=service.queue_position(uow.session, experiment))
 
 

@@ -1,4 +1,4 @@
-"""The sweeps resource: submit, list, read, cancel, and the study table."""
+"""The sweeps resource: submit, list, read, change tags and notes, cancel, and the study table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from fastapi.openapi.models import Example
 from fastapi.responses import PlainTextResponse
 
 from api.deps import CeleryDep, OwnerDep, SettingsDep, UowDep
-from api.schemas import SweepPage, SweepRead, SweepTableRead
+from api.schemas import SweepPage, SweepRead, SweepTableRead, SweepUpdate
 from api.services import sweeps as service
+from api.services import tagging
+from ml.spec import MAX_TAGS, Tag
 from ml.sweeps import SweepRequest
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"])
@@ -98,11 +100,15 @@ def create_sweep(
 def list_sweeps(
     uow: UowDep,
     owner: OwnerDep,
+    tag: Annotated[
+        list[Tag] | None,
+        Query(max_length=MAX_TAGS, description="only sweeps carrying this tag; repeat it for all of several tags"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="page size")] = 20,
     cursor: Annotated[str | None, Query(max_length=500, description="the next_cursor of the previous page")] = None,
 ) -> SweepPage:
     """List sweeps, newest first, a page at a time."""
-    items, next_cursor = service.list_sweeps(uow.session, owner, limit=limit, cursor=cursor)
+    items, next_cursor = service.list_sweeps(uow.session, owner, limit=limit, cursor=cursor, tags=tag)
     return SweepPage(items=items, next_cursor=next_cursor)
 
 
@@ -110,6 +116,13 @@ def list_sweeps(
 def read_sweep(uow: UowDep, owner: OwnerDep, sweep_id: SweepId) -> SweepRead:
     """Read a sweep: its status, its members counted by status, and their ids."""
     return service.read_sweep(uow.session, owner, sweep_id)
+
+
+@router.patch("/{sweep_id}", responses=ERRORS)
+def update_sweep(uow: UowDep, owner: OwnerDep, sweep_id: SweepId, changes: SweepUpdate) -> SweepRead:
+    """Change a sweep's own tags and/or notes (its members keep theirs; `?tag=` finds them by the sweep's)."""
+    sweep = tagging.update_sweep(uow.session, owner, sweep_id, changes.model_dump(exclude_unset=True))
+    return service.read_sweep(uow.session, owner, sweep.id)
 
 
 @router.post(

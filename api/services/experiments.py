@@ -97,6 +97,19 @@ def _request_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def split_annotations(normalized: dict[str, Any]) -> tuple[dict[str, Any], list[str], str | None]:
+    """(the spec to store, its tags, its notes): tags and notes live in their own columns, so a
+    PATCH changes them without rewriting the spec, and the model's stored spec never holds them."""
+    stored = {k: v for k, v in normalized.items() if k not in ("tags", "notes")}
+    return stored, list(normalized.get("tags") or []), normalized.get("notes")
+
+
+def annotated_hash(normalized: dict[str, Any]) -> str:
+    """The Idempotency-Key's request hash: the tags and notes are part of the request, but a spec
+    without them hashes as it did before they existed (a key used then still replays)."""
+    return _request_hash({k: v for k, v in normalized.items() if k not in ("tags", "notes") or v})
+
+
 def _enqueue_after_commit(uow: UnitOfWork, celery: Celery, experiment: Experiment) -> None:
     _enqueue_group_after_commit(uow, celery, [experiment])
 
@@ -157,8 +170,11 @@ def create_experiment(
     too_much = work_error(checked, settings)
     if too_much is not None:
         raise SpecInvalid([too_much])
+    if checked.spec.notify is not None:
+        check_destinations([(("notify", "url"), checked.spec.notify.url)], settings)
     normalized = checked.spec.model_dump(mode="json")
-    digest = _request_hash(normalized)
+    digest = annotated_hash(normalized)
+    normalized, tags, notes = split_annotations(normalized)
     if idempotency_key is not None:
         existing = repo.get_by_idempotency_key(uow.session, owner, idempotency_key)
         if existing is not None:
@@ -170,14 +186,14 @@ def create_experiment(
             owner=owner,
             name=checked.spec.name,
             spec=normalized,
-    if checked.spec.notify is not None:
-        check_destinations([(("notify", "url"), checked.spec.notify.url)], settings)
             task=checked.task,
             param_count=checked.param_count,
             queue=queue_for(checked.spec.device, settings),
             idempotency_key=idempotency_key,
             request_hash=digest,
             dataset_id=checked.spec.dataset.id,
+            tags=tags,
+            notes=notes,
         )
     except IntegrityError:
         uow.session.rollback()  # a concurrent request with the same key won the insert, or the upload went
@@ -237,10 +253,13 @@ def list_experiments(
     status: str | None,
     sweep_id: str | None,
     cursor: str | None,
+    tags: list[str] | None = None,
 ) -> tuple[list[Experiment], str | None]:
     """A page, newest first, and the cursor of the next page (None on the last)."""
     before = decode_cursor(cursor) if cursor else None
-    rows = repo.list_page(session, owner=owner, limit=limit + 1, status=status, sweep_id=sweep_id, before=before)
+    rows = repo.list_page(
+        session, owner=owner, limit=limit + 1, status=status, sweep_id=sweep_id, tags=tags, before=before
+    )
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1])

@@ -33,11 +33,13 @@ from api.services.experiments import (
     check_queue_room,
     decode_cursor,
     named_limits,
+    split_annotations,
     work_error,
 )
+from api.services.tagging import base_annotations
+from api.services.webhooks import check_destinations
 from core.enqueue import queue_for
 from core.repositories import datasets as datasets_repo
-from api.services.webhooks import check_destinations
 from core.repositories import experiments as experiments_repo
 from core.repositories import sweeps as repo
 from core.settings import Settings
@@ -84,30 +86,42 @@ def create_sweep(
     except SweepInvalid as exc:
         raise named_limits(exc, settings) from None
     _check_work(checked, settings)
-    accepted = request.model_dump(mode="json", by_alias=True, exclude_none=True)
-    digest = _request_hash(accepted)
     check_destinations(
         ([(("notify", "url"), request.notify.url)] if request.notify else [])
         + [(("base", "notify", "url"), c.checked.spec.notify.url) for c in checked if c.checked.spec.notify],
         settings,
     )
+    accepted = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+    digest = _request_hash(accepted)
     session = uow.session
     if idempotency_key is not None:
         first = experiments_repo.get_by_idempotency_key(session, owner, KEY_PREFIX + idempotency_key)
         if first is not None:
             return _replay(uow, celery, first, digest, idempotency_key), False
     check_queue_room(session, settings, owner, len(checked))  # the whole sweep, or none of it
-    sweep = repo.create(session, owner=owner, name=request.name, spec={"request": accepted, "request_hash": digest})
-    rows = [
-        experiments_repo.NewExperiment(
-            name=c.checked.spec.name,
-            spec=c.checked.spec.model_dump(mode="json"),
-            task=c.checked.task,
-            param_count=c.checked.param_count,
-            queue=queue_for(c.checked.spec.device, settings),
+    tags, notes = base_annotations(request.base)
+    sweep = repo.create(
+        session,
+        owner=owner,
+        name=request.name,
+        spec={"request": accepted, "request_hash": digest},
+        tags=tags,
+        notes=notes,
+    )
+    rows = []
+    for c in checked:
+        spec, tags, notes = split_annotations(c.checked.spec.model_dump(mode="json"))
+        rows.append(
+            experiments_repo.NewExperiment(
+                name=c.checked.spec.name,
+                spec=spec,
+                task=c.checked.task,
+                param_count=c.checked.param_count,
+                queue=queue_for(c.checked.spec.device, settings),
+                tags=tags,
+                notes=notes,
+            )
         )
-        for c in checked
-    ]
     if idempotency_key is not None:
         rows[0] = dataclasses.replace(rows[0], idempotency_key=KEY_PREFIX + idempotency_key, request_hash=digest)
     try:
@@ -198,6 +212,8 @@ def to_read(sweep: Sweep, counts: dict[str, int]) -> SweepRead:
         experiment_ids=[m.experiment_id for m in members],
         members=members,
         request=request,
+        tags=sweep.tags,
+        notes=sweep.notes,
         created_at=sweep.created_at,
     )
 
@@ -213,10 +229,12 @@ def _encode_cursor(sweep: Sweep) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def list_sweeps(session: Session, owner: str, *, limit: int, cursor: str | None) -> tuple[list[SweepRead], str | None]:
+def list_sweeps(
+    session: Session, owner: str, *, limit: int, cursor: str | None, tags: list[str] | None = None
+) -> tuple[list[SweepRead], str | None]:
     """A page, newest first, and the cursor of the next page (None on the last)."""
     before = decode_cursor(cursor) if cursor else None
-    rows = repo.list_page(session, owner=owner, limit=limit + 1, before=before)
+    rows = repo.list_page(session, owner=owner, limit=limit + 1, tags=tags, before=before)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

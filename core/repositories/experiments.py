@@ -6,7 +6,7 @@ run is conditional on it, so a run whose experiment was taken over can no longer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from core.repositories import rowcount
 from core.repositories import webhooks as webhooks_repo
-from core.tables import Experiment, utcnow
+from core.repositories.tags import has_tag
+from core.tables import Experiment, Sweep, utcnow
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ def create(
     request_hash: str | None = None,
     sweep_id: str | None = None,
     dataset_id: str | None = None,
+    tags: list[str] | None = None,
+    notes: str | None = None,
 ) -> Experiment:
     """Insert a queued experiment (flushed, so a duplicate idempotency key raises IntegrityError here)."""
     experiment = Experiment(
@@ -55,6 +58,8 @@ def create(
         request_hash=request_hash,
         sweep_id=sweep_id,
         dataset_id=dataset_id,
+        tags=tags or [],
+        notes=notes,
         created_at=utcnow(),
     )
     session.add(experiment)
@@ -82,14 +87,19 @@ def list_page(
     limit: int,
     status: str | None = None,
     sweep_id: str | None = None,
+    tags: list[str] | None = None,
     before: tuple[datetime, str] | None = None,
 ) -> list[Experiment]:
-    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+    """Newest first; `before` is the (created_at, id) of the last row of the previous page.
+    Each of `tags` must be the experiment's own or its sweep's."""
     stmt = select(Experiment).where(Experiment.owner == owner)
     if status is not None:
         stmt = stmt.where(Experiment.status == status)
     if sweep_id is not None:
         stmt = stmt.where(Experiment.sweep_id == sweep_id)
+    for tag in tags or []:
+        tagged_sweeps = select(Sweep.id).where(Sweep.owner == owner, has_tag(session, Sweep.tags, tag))
+        stmt = stmt.where(or_(has_tag(session, Experiment.tags, tag), Experiment.sweep_id.in_(tagged_sweeps)))
     if before is not None:
         created_at, last_id = before
         stmt = stmt.where(
@@ -304,6 +314,8 @@ class NewExperiment:
     queue: str
     idempotency_key: str | None = None
     request_hash: str | None = None
+    tags: list[str] = field(default_factory=list)
+    notes: str | None = None
 
 
 def create_many(session: Session, *, owner: str, sweep_id: str, rows: list[NewExperiment]) -> list[Experiment]:
@@ -326,6 +338,8 @@ def create_many(session: Session, *, owner: str, sweep_id: str, rows: list[NewEx
             idempotency_key=row.idempotency_key,
             request_hash=row.request_hash,
             sweep_id=sweep_id,
+            tags=row.tags,
+            notes=row.notes,
             created_at=now,
         )
         for row in rows

@@ -10,12 +10,23 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.repositories import webhooks as webhooks_repo
+from core.repositories.tags import has_tag
 from core.tables import Sweep, utcnow
 
 
-def create(session: Session, *, owner: str, name: str, spec: dict[str, Any]) -> Sweep:
+def create(
+    session: Session,
+    *,
+    owner: str,
+    name: str,
+    spec: dict[str, Any],
+    tags: list[str] | None = None,
+    notes: str | None = None,
+) -> Sweep:
     """Insert a running sweep (flushed, so its id can be given to its members)."""
-    sweep = Sweep(owner=owner, name=name, spec=spec, status="running", created_at=utcnow())
+    sweep = Sweep(
+        owner=owner, name=name, spec=spec, status="running", tags=tags or [], notes=notes, created_at=utcnow()
+    )
     session.add(sweep)
     session.flush()
     return sweep
@@ -35,9 +46,19 @@ def get(session: Session, sweep_id: str, owner: str | None = None) -> Sweep | No
     return session.scalars(stmt).one_or_none()
 
 
-def list_page(session: Session, *, owner: str, limit: int, before: tuple[datetime, str] | None = None) -> list[Sweep]:
-    """Newest first; `before` is the (created_at, id) of the last row of the previous page."""
+def list_page(
+    session: Session,
+    *,
+    owner: str,
+    limit: int,
+    tags: list[str] | None = None,
+    before: tuple[datetime, str] | None = None,
+) -> list[Sweep]:
+    """Newest first, carrying every one of `tags`; `before` is the (created_at, id) of the last
+    row of the previous page."""
     stmt = select(Sweep).where(Sweep.owner == owner)
+    for tag in tags or []:
+        stmt = stmt.where(has_tag(session, Sweep.tags, tag))
     if before is not None:
         created_at, last_id = before
         stmt = stmt.where(or_(Sweep.created_at < created_at, and_(Sweep.created_at == created_at, Sweep.id < last_id)))
