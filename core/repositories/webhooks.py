@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, func, or_, select, update
@@ -38,7 +38,9 @@ PENDING_KEY = "labtrain_webhook_deliveries"  # session.info: ids inserted, to se
 
 
 def _iso(moment: datetime | None) -> str:
-    return (moment or utcnow()).isoformat()
+    """ISO 8601 in UTC with its offset (SQLite gives the stored time back without one)."""
+    moment = moment or utcnow()
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 def _insert_ignored(session: Session, model: type[Any], values: dict[str, Any]) -> Any:
@@ -170,8 +172,13 @@ def claim(session: Session, delivery_id: str, *, lease_seconds: float, early_sec
             or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
         )
         .values(locked_until=now + timedelta(seconds=lease_seconds))
-        .returning(WebhookDelivery.id, WebhookDelivery.owner, WebhookDelivery.url, WebhookDelivery.payload)
-        .returning(WebhookDelivery.attempts)
+        .returning(
+            WebhookDelivery.id,
+            WebhookDelivery.owner,
+            WebhookDelivery.url,
+            WebhookDelivery.payload,
+            WebhookDelivery.attempts,
+        )
     ).one_or_none()
     return Claimed(*row) if row is not None else None
 

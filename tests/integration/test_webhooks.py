@@ -18,6 +18,7 @@ import pytest
 
 from core.broker import build_celery
 from core.settings import Settings
+from core.webhooks import forbidden_address, parse_allow, post
 from tests.conftest import Stack, api_process, reserved_redis_db, start_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -130,6 +131,7 @@ def test_the_event_is_signed_with_the_owners_secret(hooks: Stack, receiver: Rece
     assert event["experiment_id"] == exp["id"]
     assert event["metrics"] == finished["metrics"]["served"]
     assert event["metrics"]["val_accuracy"] is not None
+    assert event["timestamp"].endswith("+00:00")
     [delivery] = settled(hooks, f"/experiments/{exp['id']}")
     assert delivery["id"] == event["id"] == headers["x-labtrain-delivery"]
     assert delivery["status"] == "delivered"
@@ -275,3 +277,41 @@ def test_each_owner_has_a_secret_and_sees_only_their_deliveries(hooks: Stack, tm
             experiment_id = response.json()["id"]
             assert alice.get(f"/experiments/{experiment_id}/deliveries").status_code == 200
             assert bob.get(f"/experiments/{experiment_id}/deliveries").status_code == 404
+
+
+# -- the checks a worker makes again before every POST (no stack needed) -------------------------
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "fe80::1", "::ffff:169.254.169.254", "fd00:ec2::254", "100.100.100.200"]
+)
+def test_link_local_and_metadata_addresses_are_never_destinations(address: str) -> None:
+    assert forbidden_address(address) is not None
+
+
+def test_loopback_and_ordinary_addresses_may_be_allowed() -> None:
+    assert forbidden_address("127.0.0.1") is None
+    assert forbidden_address("::1") is None
+    assert forbidden_address("93.184.216.34") is None
+
+
+def test_patterns_match_host_and_port() -> None:
+    [loop, named, wild] = parse_allow(" 127.0.0.1:* , hooks.example.org,*.lab.org:8443")
+    assert loop.matches("127.0.0.1", 9, "http")
+    assert named.matches("hooks.example.org", 443, "https")
+    assert not named.matches("hooks.example.org", 8080, "http")  # no port given: the default one only
+    assert wild.matches("a.lab.org", 8443, "https")
+    assert not wild.matches("lab.org.evil.com", 8443, "https")
+
+
+def test_a_send_to_a_link_local_address_is_refused_at_send_time_and_not_retried() -> None:
+    settings = Settings(webhook_allow="*:*")  # even when everything is allowed
+    outcome = post("http://169.254.169.254/latest/meta-data", b"{}", {}, settings)
+    assert outcome.status_code is None
+    assert outcome.error is not None
+    assert "link-local" in outcome.error
+    assert not outcome.retryable
+    outcome = post("http://localhost:9/hook", b"{}", {}, Settings(webhook_allow="localhost:*"))
+    assert outcome.error is not None
+    assert "link-local" not in outcome.error  # resolved to loopback, allowed: the connection is refused
+    assert outcome.retryable
