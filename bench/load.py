@@ -157,7 +157,10 @@ async def cutter(cluster: Any, tally: Tally, cut_seconds: float, events: list[di
     while tally.submitted_at is None or len(tally.pending) > len(tally.accepted) * 2 / 3:
         await asyncio.sleep(0.05)
     host = cluster.hosts["a"]
-    running = await asyncio.to_thread(_running_on, cluster.stack, "@host-a")
+    looked_until = time.perf_counter() + 10  # cut while it trains something (a run takes a fraction of a second)
+    while not (running := await asyncio.to_thread(_running_on, cluster.stack, "@host-a")):
+        if time.perf_counter() > looked_until:
+            break
     host.cut()
     events.append({"killed": "host-a (cut)", "at": time.time(), "was_training": running})
     try:
