@@ -113,8 +113,9 @@ def _declared(route: Any) -> frozenset[str] | None:
     return _DECLARED[key]
 
 
-def reject_unknown_query(request: Request) -> None:
-    """An app-wide dependency: every query parameter must be one the matched route declares."""
+async def reject_unknown_query(request: Request) -> None:
+    """An app-wide dependency: every query parameter must be one the matched route declares (async:
+    it runs on the event loop, not in a threadpool hop)."""
     if not request.query_params:
         return
     declared = _declared(request.scope.get("route"))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import OwnerDep, SettingsDep, UowDep
 from api.model_cache import ModelCacheDep
@@ -55,8 +56,8 @@ PREDICTION_EXAMPLES: dict[str, Any] = {
         },
     },
 )
-def create_predictions(
-    uow: UowDep,
+async def create_predictions(
+    request: Request,
     owner: OwnerDep,
     settings: SettingsDep,
     cache: ModelCacheDep,
@@ -66,9 +67,20 @@ def create_predictions(
     body: Annotated[PredictionCreate, Body(openapi_examples=PREDICTION_EXAMPLES)],
 ) -> PredictionRead:
     """Predict with the experiment's trained model: one answer per input row, in the dataset's units."""
+    # The serving fast path: every dependency is async (on the event loop) and the whole request's
+    # blocking work (the model's one query, a load on a miss, the forward pass) is ONE threadpool
+    # call with a session of its own, opened and closed there. It never waits on another thread
+    # while holding its connection, so it needs no slot of the unit of work's limit (api/deps.py).
     with metrics.prediction_seconds.time():  # failures too: a slow 422 is latency a client sees
-        predictions = service.predict(
-            uow.session, cache, store, settings, owner=owner, experiment_id=experiment_id, inputs=body.inputs
+        predictions = await run_in_threadpool(
+            service.predict_in_session,
+            request.app.state.sessionmaker,
+            cache,
+            store,
+            settings,
+            owner=owner,
+            experiment_id=experiment_id,
+            inputs=body.inputs,
         )
     return PredictionRead(experiment_id=experiment_id, predictions=predictions)
 

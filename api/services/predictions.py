@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import DatasetUnavailable, ExperimentNotFinished, ExperimentNotFound, InvalidInputs, ModelUnavailable
 from api.model_cache import ModelCache
@@ -167,6 +167,21 @@ def predict(
             bad,
         )
     return predictions
+
+
+def predict_in_session(
+    factory: sessionmaker[Session],
+    cache: ModelCache,
+    store: ArtifactStore,
+    settings: Settings,
+    *,
+    owner: str,
+    experiment_id: str,
+    inputs: list[Any],
+) -> list[dict[str, Any]]:
+    """`predict` in a session of its own (read-only: closed, never committed)."""
+    with factory() as session:
+        return predict(session, cache, store, settings, owner=owner, experiment_id=experiment_id, inputs=inputs)
 
 
 # -- evaluations -----------------------------------------------------------------------------
