@@ -31,7 +31,10 @@ from ml.spec import CheckedSpec, ExperimentSpec
 
 
 def spec_digest(spec: ExperimentSpec) -> str:
-    return hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    dump = spec.model_dump(mode="json")
+    if dump.get("keep") == "best":  # the default: checkpoints written before `keep` existed still resume
+        del dump["keep"]
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def epoch_from_row(row: dict[str, Any]) -> EpochResult:

@@ -172,3 +172,23 @@ def test_early_stopping_serves_the_ranked_best_epoch() -> None:
     checked = validate_spec(spirals)
     evaluation = evaluate(load_predictor(result.artifact), load_dataset(checked.spec, None), "val")  # type: ignore[arg-type]
     assert evaluation["accuracy"] == pytest.approx(result.served["val_accuracy"])
+
+
+def test_a_checkpoint_from_before_kept_weights_still_resumes_and_serves_what_it_says() -> None:
+    from ml.artifact import read_checkpoint, save_checkpoint
+
+    blobs: dict[int, bytes] = {}
+    train(
+        SPIRALS,
+        should_stop=lambda: 20 in blobs,
+        on_checkpoint=lambda blob, epoch: blobs.__setitem__(epoch, blob),
+        checkpoint_seconds=0.0,
+    )
+    tensors, state = read_checkpoint(blobs[20])
+    del tensors["kept_params"]  # what the previous version wrote (its digest did not know `keep`)
+    resumed = train(SPIRALS, resume_from=save_checkpoint(tensors, state))
+    assert resumed.epochs_done == 40
+    assert resumed.served["epoch"] >= 20  # the best epoch before 20 cannot be served: its weights are gone
+    checked = validate_spec(SPIRALS)
+    evaluation = evaluate(load_predictor(resumed.artifact), load_dataset(checked.spec, None), "val")  # type: ignore[arg-type]
+    assert evaluation["accuracy"] == pytest.approx(resumed.served["val_accuracy"])
