@@ -30,6 +30,10 @@ celery_app.conf.update(
     worker_hijack_root_logger=False,
     worker_max_memory_per_child=None,
     worker_cancel_long_running_tasks_on_connection_loss=False,
+    # A pool child says it is up after _init_child; Celery's default of 4 s was too short on a
+    # busy host when children imported torch themselves: it killed each replacement child and
+    # forked another, 16 in 80 s, the experiment's message waiting (load 14 on two cores).
+    worker_proc_alive_timeout=120.0,
 )
 
 
@@ -40,12 +44,21 @@ def _setup_logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+@celeryd_init.connect
+def _preload_training(**_: Any) -> None:
+    """The main process imports the training code (torch) once, before it forks its pool: a new
+    child, the first or one replacing a child that died, is up at once instead of importing torch
+    itself (9 s at load 14 on two cores, long enough for the reconciler to think its message lost).
+    Importing runs no torch operation, so no thread pool or device exists yet to be forked."""
+    import ml.train  # noqa: F401
+
+
 @worker_process_init.connect
 def _init_child(**_: Any) -> None:
-    """A forked pool child: drop inherited database connections, import the training code now
-    so the first experiment does not pay for importing torch."""
+    """A forked pool child: drop inherited database connections (the training code is already
+    imported: _preload_training)."""
     dispose_engines()
-    import ml.train  # noqa: F401
+    import ml.train  # noqa: F401  # a no-op after the preload; kept for pools started without it
 
 
 @worker_ready.connect

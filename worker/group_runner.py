@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
 from core.artifact_store import ArtifactStore
@@ -19,7 +18,6 @@ from core.db import in_session
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
 from core.settings import get_settings
-from core.tables import utcnow
 from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
 from worker.runner import (
@@ -29,7 +27,9 @@ from worker.runner import (
     _finite,
     _resume_point,
     choose_threads,
+    claim_run,
     epoch_metrics,
+    gave_up,
     keeps_best,
     over_time_limit,
     served_of,
@@ -63,6 +63,7 @@ class Member:
         self.resume_from: bytes | None = None
         self.lost = False
         self.done = False
+        self.gave_up = False  # every allowed attempt died: claim_run ended it
 
 
 class GroupRun:
@@ -187,19 +188,16 @@ class GroupRun:
 
 
 def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
-    settings = get_settings()
-
     def claim_it(session: Any) -> Member | None:
-        stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
-        claim = experiments_repo.claim(
-            session, experiment_id, worker=worker, stale_before=stale_before, takeover=takeover
-        )
+        claim = claim_run(session, experiment_id, worker=worker, takeover=takeover)
         if claim is None:
             return None
         row = experiments_repo.get(session, experiment_id)
         assert row is not None
         member = Member(experiment_id, claim.attempt, row.spec, row.param_count)
-        if row.cancel_requested:
+        if claim.gave_up:
+            member.gave_up = True
+        elif row.cancel_requested:
             member.done = True
         elif claim.resumed:
             member.resume_from, member.best = _resume_point(session, experiment_id, claim.attempt)
@@ -207,6 +205,9 @@ def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
 
     member = in_session(claim_it)
     if member is None:
+        return None
+    if member.gave_up:
+        gave_up(experiment_id, member.attempt)
         return None
     if member.done:
         _finish(experiment_id, member.attempt, status="cancelled")

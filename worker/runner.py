@@ -179,6 +179,35 @@ class Run:
         self.lost = not in_session(put)
 
 
+def claim_run(session: Any, experiment_id: str, *, worker: str, takeover: bool) -> experiments_repo.Claim | None:
+    """The claim of single and group runs: a queued experiment, or a running one whose run is
+    lost (stale heartbeat, or `takeover`: its message came back because its process died). A run
+    whose every allowed attempt died is ended here instead (`claim.gave_up`), its checkpoint
+    dropped: a run that kills its process (out of memory, a crash in a library) is not delivered
+    forever."""
+    settings = get_settings()
+    stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
+    claim = experiments_repo.claim(
+        session,
+        experiment_id,
+        worker=worker,
+        stale_before=stale_before,
+        takeover=takeover,
+        max_attempts=settings.max_attempts,
+    )
+    if claim is not None and claim.gave_up:
+        ArtifactStore.from_settings(settings).remove(session, experiment_id, "checkpoint")
+    return claim
+
+
+def gave_up(experiment_id: str, attempts: int) -> str:
+    """Log a run `claim_run` ended; returns what happened, for the task's result."""
+    log.error(
+        "experiment %s: its worker process died in each of its %d attempts; not tried again", experiment_id, attempts
+    )
+    return "gave up"
+
+
 def _resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes | None, dict[str, Any] | None]:
     """For a taken-over run: its checkpoint (or None to start over), with the history after the
     checkpoint dropped so the epochs trained again are not recorded twice."""
@@ -214,12 +243,11 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
     settings = get_settings()
 
     def claim_it(session: Any) -> tuple[Any, ...] | None:
-        stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
-        claim = experiments_repo.claim(
-            session, experiment_id, worker=worker, stale_before=stale_before, takeover=takeover
-        )
+        claim = claim_run(session, experiment_id, worker=worker, takeover=takeover)
         if claim is None:
             return None
+        if claim.gave_up:
+            return (claim.attempt,)
         row = experiments_repo.get(session, experiment_id)
         assert row is not None
         resume_from, best = _resume_point(session, experiment_id, claim.attempt) if claim.resumed else (None, None)
@@ -229,6 +257,8 @@ def run_experiment(experiment_id: str, *, worker: str, takeover: bool = False) -
     if claimed is None:
         log.info("experiment %s: nothing to claim (already taken, finished or unknown)", experiment_id)
         return "skipped"
+    if len(claimed) == 1:
+        return gave_up(experiment_id, claimed[0])
     attempt, resumed, spec_payload, param_count, cancel, resume_from, best = claimed
     log.info("experiment %s: attempt %d on %s%s", experiment_id, attempt, worker, " (resumed)" if resumed else "")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, true, update
+from sqlalchemy import and_, case, false, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from core.repositories import rowcount
@@ -23,6 +23,7 @@ from core.tables import Experiment, Sweep, utcnow
 class Claim:
     attempt: int
     resumed: bool  # the experiment had been running under an earlier attempt
+    gave_up: bool = False  # every allowed attempt died: the run was ended instead (status failed or cancelled)
 
 
 def create(
@@ -135,17 +136,44 @@ def request_cancel(session: Session, experiment_id: str) -> bool:
     return rowcount(result) == 1
 
 
-def claim(session: Session, experiment_id: str, *, worker: str, stale_before: datetime, takeover: bool) -> Claim | None:
+def claim(
+    session: Session,
+    experiment_id: str,
+    *,
+    worker: str,
+    stale_before: datetime,
+    takeover: bool,
+    max_attempts: int | None = None,
+) -> Claim | None:
     """The one conditional UPDATE that gives a run its experiment: queued → running, attempt + 1.
 
     A running experiment is taken over (to resume from its checkpoint) only when its heartbeat
     is older than `stale_before`, or when `takeover` says the message was redelivered because
-    the process that held it died. Returns None when there was nothing to claim."""
+    the process that held it died. A takeover of a run whose `max_attempts` attempts all died
+    ends it instead (`failed`, or `cancelled` if that was asked) and returns a Claim with
+    `gave_up`, so a run that kills its process is not delivered forever. Returns None when there
+    was nothing to claim."""
     now = utcnow()
     running_but_lost = and_(
         Experiment.status == "running",
         or_(Experiment.heartbeat_at < stale_before, Experiment.heartbeat_at.is_(None), true() if takeover else false()),
     )
+    if max_attempts is not None:
+        given_up = session.execute(
+            update(Experiment)
+            .where(Experiment.id == experiment_id, running_but_lost, Experiment.attempt >= max_attempts)
+            .values(
+                status=case((Experiment.cancel_requested, "cancelled"), else_="failed"),
+                error=gave_up_error(max_attempts),
+                worker=worker,
+                heartbeat_at=now,
+                finished_at=now,
+            )
+            .returning(Experiment.attempt)
+        ).one_or_none()
+        if given_up is not None:
+            webhooks_repo.record_terminal(session, [experiment_id])
+            return Claim(attempt=given_up[0], resumed=True, gave_up=True)
     row = session.execute(
         update(Experiment)
         .where(Experiment.id == experiment_id, or_(Experiment.status == "queued", running_but_lost))
@@ -158,6 +186,15 @@ def claim(session: Session, experiment_id: str, *, worker: str, stale_before: da
     if started_at is None:
         session.execute(update(Experiment).where(Experiment.id == experiment_id).values(started_at=now))
     return Claim(attempt=attempt, resumed=attempt > 1)
+
+
+def gave_up_error(max_attempts: int) -> str:
+    """The error of a run ended by `claim` after every allowed attempt died."""
+    times = "in its only attempt" if max_attempts == 1 else f"in each of its {max_attempts} attempts"
+    return (
+        f"the worker process running it died or stopped answering {times} (killed, out of memory or "
+        f"crashed); it is not tried again (LABTRAIN_MAX_ATTEMPTS={max_attempts})"
+    )
 
 
 def _ours(experiment_id: str, attempt: int) -> Any:
