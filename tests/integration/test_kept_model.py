@@ -93,3 +93,8 @@ def test_gaussian_calibration_is_measured_every_epoch_alone_and_in_a_group(stack
         for key in CALIBRATION:
             assert evaluation[key.removeprefix("val_")] == pytest.approx(served[key], abs=1e-6)
     assert "group of 3" in stack.all_worker_logs()
+    # A grouped member's stream carries them too (replayed from its stored epochs once it ended).
+    member_events = stream(stack.client, f"/experiments/{sweep['experiment_ids'][1]}/events")
+    member_epochs = [e.data for e in member_events if e.event == "epoch"]
+    assert len(member_epochs) == 60
+    assert all(set(CALIBRATION) <= set(data) for data in member_epochs)
