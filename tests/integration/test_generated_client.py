@@ -51,7 +51,7 @@ def test_the_schema_has_short_unique_operation_ids_and_a_typed_batch_size(stack:
 def generated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The package generated from the service's own /openapi.json, importable."""
     if GENERATOR is None:
-        pytest.fail("openapi-python-client is not installed: pip install -e '.[dev]'")
+        pytest.fail("openapi-python-client is not installed: pip install --no-deps openapi-python-client ruamel.yaml")
     work = tmp_path_factory.mktemp("generated")
     (work / "openapi.json").write_text(json.dumps(stack.client.get("/openapi.json").json()))
     # No post hooks: the generated code is used as generated, without a formatter run.
