@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from core.broker import build_celery
 from core.settings import Settings
@@ -72,7 +74,11 @@ def receiver() -> Iterator[Receiver]:
 def hooks(database_url: str, redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own (own Redis database: no other stack's worker takes its messages) with
     loopback destinations allowed and a short backoff."""
-    env = {"LABTRAIN_WEBHOOK_ALLOW": ALLOW, "LABTRAIN_WEBHOOK_BACKOFF_SECONDS": "0.5"}
+    env = {
+        "LABTRAIN_WEBHOOK_ALLOW": ALLOW,
+        "LABTRAIN_WEBHOOK_BACKOFF_SECONDS": "0.5",
+        "LABTRAIN_RECONCILE_SECONDS": "2",
+    }
     with reserved_redis_db(redis_base_url) as redis_url:
         with start_stack(database_url, redis_url, tmp_path_factory.mktemp("hooks"), workers=1, env_extra=env) as s:
             yield s
@@ -258,6 +264,43 @@ def test_cancelling_a_queued_experiment_sends_its_event(hooks: Stack, receiver: 
     (_, raw), *_ = receiver.wait(1)
     assert json.loads(raw)["status"] == "cancelled"
     assert json.loads(raw)["experiment_id"] == exp["id"]
+    hooks.wait_terminal(blocker["id"], timeout=120)
+
+
+def test_a_cancelled_sweep_sends_finished_with_status_cancelled(hooks: Stack, receiver: Receiver) -> None:
+    blocker = hooks.submit(spec(None, epochs=3000, name="blocker"))  # the members stay queued behind it
+    wait_for(lambda: hooks.experiment(blocker["id"])["status"] == "running", 60, what="the blocker to run")
+    body = {"base": spec(None), "grid": {"seed": [0, 1]}, "notify": {"url": receiver.url}}
+    sweep = hooks.client.post("/sweeps", json=body).json()
+    assert hooks.client.post(f"/sweeps/{sweep['id']}/cancel").status_code == 202
+    hooks.client.post(f"/experiments/{blocker['id']}/cancel")
+    (_, raw), *_ = receiver.wait(1)
+    event = json.loads(raw)
+    assert event["sweep_id"] == sweep["id"]
+    assert event["status"] == "cancelled"
+    assert event["counts"] == {"cancelled": 2}
+    hooks.wait_terminal(blocker["id"], timeout=120)
+
+
+def test_a_lost_message_is_sent_again_by_the_reconciler(hooks: Stack, receiver: Receiver) -> None:
+    blocker = hooks.submit(spec(None, epochs=3000, name="blocker"))  # the one worker is busy with it
+    wait_for(lambda: hooks.experiment(blocker["id"])["status"] == "running", 60, what="the blocker to run")
+    exp = hooks.submit(spec({"url": receiver.url, "events": ["cancelled"]}))
+    assert hooks.client.post(f"/experiments/{exp['id']}/cancel").status_code == 202
+    [delivery] = deliveries(hooks, f"/experiments/{exp['id']}")
+    client = redis.Redis.from_url(hooks.redis_url)
+    try:
+        wait_for(lambda: client.llen("cpu") >= 2, 30, interval=0.1, what="the messages to wait in the queue")
+        client.delete("cpu")  # Redis lost them: the experiment's (cancelled) and the delivery's
+    finally:
+        client.close()
+    hooks.client.post(f"/experiments/{blocker['id']}/cancel")
+    (_, raw), *_ = receiver.wait(1)
+    assert json.loads(raw)["id"] == delivery["id"]
+    resent = re.search(
+        rf"re-sent \d+ webhook deliveries whose message was lost: .*{delivery['id']}", hooks.all_worker_logs()
+    )
+    assert resent is not None
     hooks.wait_terminal(blocker["id"], timeout=120)
 
 
