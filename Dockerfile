@@ -28,8 +28,10 @@ COPY pyproject.toml README.md ./
 COPY api ./api
 COPY cli ./cli
 COPY core ./core
+COPY labtrain ./labtrain
 COPY migrations ./migrations
 COPY ml ./ml
+COPY ui ./ui
 COPY worker ./worker
 RUN pip install -c constraints.txt . \
     && rm -rf /src \
