@@ -81,7 +81,7 @@ def test_a_tag_is_matched_as_written_never_as_a_pattern(stack: Stack) -> None:
 
 @pytest.mark.timeout(60)
 def test_bad_tags_notes_and_patch_bodies_are_422s_naming_the_field(stack: Stack) -> None:
-    bad_specs = {
+    bad_specs: dict[tuple[Any, ...], dict[str, Any]] = {
         ("body", "tags", 0): {"tags": ["a,b"]},
         ("body", "tags", 1): {"tags": ["ok", " padded"]},
         ("body", "tags", 2): {"tags": ["ok", "fine", "x" * 51]},
