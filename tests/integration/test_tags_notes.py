@@ -189,4 +189,4 @@ def test_a_row_may_tag_itself_and_a_bad_base_tag_is_refused(stack: Stack) -> Non
         json={"base": base_spec() | {"tags": ["a,b"]}, "variants": [{"name": "x", "tags": ["fine"]}]},
     )
     assert refused.status_code == 422, refused.text
-    assert ["body", "base", "tags", 0] in _fields(refused) or ["base", "tags", 0] in _fields(refused)
+    assert _fields(refused) == [["body", "base", "tags", 0]]
