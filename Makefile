@@ -18,6 +18,8 @@ ifneq ($(TORCH_INDEX),)
 	$(BIN)/pip install -c constraints.txt torch --index-url $(TORCH_INDEX)
 endif
 	$(BIN)/pip install -c constraints.txt -e '.[dev]'
+	# tests/integration/test_generated_client.py: its pin asks typer<0.28, which would undo the CLI's help.
+	$(BIN)/pip install -c constraints.txt --no-deps 'openapi-python-client==0.29.1' 'ruamel.yaml==0.19.1'
 	touch $@
 
 run: $(STAMP)
