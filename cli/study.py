@@ -246,7 +246,8 @@ def run_study(
     note = study.report.get("note")
     parts = [
         f"# {study.body.get('name', study.name)}: ours beside the report's\n",
-        f"Sweep `{sweep.id}`: {sweep.data['size']} experiments ({counts}). Validation metrics of the last epoch; "
+        f"Sweep `{sweep.id}`: {sweep.data['size']} experiments ({counts}). Validation metrics of the weights "
+        "each row serves (our table's `kept`: the last epoch, as the report, or the best); "
         "`*` marks our best row by validation.\n",
         *([f"Report: {note}\n"] if note else []),
         comparison_markdown(lines),
