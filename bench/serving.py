@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.stack import free_port, start_stack
 
@@ -39,8 +40,12 @@ BARE = Path("/work/shared/bench/bare_predict.py")
 KEY = "bench-key-" + secrets.token_hex(8)
 MODEL4 = {
     "name": "model4",
-    "dataset": {"name": "spirals", "params": {"n_samples": 3000, "noise": 0.1}, "split": {"val": 0.2, "test": 0.2},
-                "seed": 0},  # fmt: skip
+    "dataset": {
+        "name": "spirals",
+        "params": {"n_samples": 3000, "noise": 0.1},
+        "split": {"val": 0.2, "test": 0.2},
+        "seed": 0,
+    },
     "model": {"type": "mlp", "hidden_layers": 2, "neurons": 16, "activation": "relu"},
     "loss": "mse",
     "optimizer": {"name": "sgd", "lr": 0.01},
@@ -73,8 +78,21 @@ def wrk(url: str, script: str, tmp: Path, connections: int, duration: int) -> di
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0,
-            "errors": 0.0 if errors is None else float(sum(int(n) for n in re.findall(r"\d+", errors.group(0))))}  # fmt: skip
+    failed = 0.0 if errors is None else float(sum(int(n) for n in re.findall(r"\d+", errors.group(0))))
+    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": p50, "p99": p99, "non2xx": float(bad.group(1)) if bad else 0.0, "errors": failed,
+            "requests": total}  # fmt: skip
+
+
+def measured(pid: int, url: str, script: str, tmp: Path, connections: int, duration: int) -> dict[str, float]:
+    """wrk's figures plus the server process's CPU time per request (user + system, its threads
+    included), which other work on the machine disturbs far less than requests/s."""
+    process = psutil.Process(pid)
+    before = process.cpu_times()
+    result = wrk(url, script, tmp, connections, duration)
+    after = process.cpu_times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    return result | {"cpu_ms": 1000 * cpu / max(result["requests"], 1.0)}
 
 
 def start_bare(path: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -94,9 +112,11 @@ def start_bare(path: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def line(label: str, r: dict[str, float], base: dict[str, float] | None = None) -> str:
-    ratio = f"  {r['rps'] / base['rps']:.0%} of bare" if base else ""
-    return (f"{label:<44} {r['rps']:>8,.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  "
-            f"non-2xx {r['non2xx']:.0f}  errors {r['errors']:.0f}{ratio}")  # fmt: skip
+    ratio = (
+        f"  {r['rps'] / base['rps']:.0%} of bare's req/s, CPU/req {r['cpu_ms'] / base['cpu_ms']:.2f}x" if base else ""
+    )
+    return (f"{label:<40} {r['rps']:>7,.0f} req/s  p50 {r['p50']:6.2f} ms  p99 {r['p99']:7.2f} ms  "
+            f"CPU {r['cpu_ms']:.3f} ms/req  non-2xx {r['non2xx']:.0f}  errors {r['errors']:.0f}{ratio}")  # fmt: skip
 
 
 def predictions(args: argparse.Namespace, tmp: Path) -> None:
@@ -122,8 +142,8 @@ def predictions(args: argparse.Namespace, tmp: Path) -> None:
             print(f"predictions, one row, wrk -t1, {args.duration} s each (load: {os.getloadavg()[0]:.1f})")
             for connections in (8, 1):
                 for i in range(args.rounds):
-                    b = wrk(bare_url, theirs, tmp, connections, args.duration)
-                    o = wrk(stack.base_url, ours, tmp, connections, args.duration)
+                    b = measured(bare.pid, bare_url, theirs, tmp, connections, args.duration)
+                    o = measured(stack.api.pid, stack.base_url, ours, tmp, connections, args.duration)  # type: ignore[union-attr]
                     print(line(f"  c={connections} round {i + 1}: bare", b))
                     print(line(f"  c={connections} round {i + 1}: labtrain", o, b), flush=True)
         finally:
@@ -139,7 +159,7 @@ def submissions(args: argparse.Namespace, tmp: Path, database_url: str | None, l
         stack.client.post("/experiments", json=MODEL4).raise_for_status()  # warm: imports, first connection
         script = lua("/experiments", MODEL4, auth)
         for i in range(args.rounds):
-            r = wrk(stack.base_url, script, tmp, 8, args.duration)
+            r = measured(stack.api.pid, stack.base_url, script, tmp, 8, args.duration)  # type: ignore[union-attr]
             print(line(f"  POST /experiments {label} c=8 round {i + 1}", r), flush=True)
 
 
