@@ -90,10 +90,11 @@ class GroupTrainer:
                 seeds[m.row] = m.checked.spec.seed
         orders = torch.stack([permutation(n, s, epoch, self.device) for s in seeds])  # (K, n)
         x = split.x[orders]  # (K, n, *input_shape)
-        if x.dim() == 5:
-            x = grouped(x)  # (n, K*C, H, W)
+        if x.dim() == 5 and self.fast is None:
+            x = grouped(x)  # (n, K*C, H, W): what grouped convolutions read
             take = lambda s: x[s : s + batch]  # noqa: E731
         else:
+            # (K, n, features), or images (K, n, C, H, W) that the hand-written MLP step flattens.
             take = lambda s: x[:, s : s + batch]  # noqa: E731
         ys = {name: v[orders] for name, v in split.y.items()}  # (K, n) each
         total = torch.zeros(k, device=self.device)

@@ -90,6 +90,16 @@ def test_cnn_members_end_as_they_would_alone() -> None:
     check_group(specs, val_rows=60)
 
 
+@pytest.mark.parametrize("hidden", [0, 1], ids=["linear", "one-hidden"])
+def test_mlp_members_on_images_end_as_they_would_alone(hidden: int) -> None:
+    # Exercise 2's model0 and model1 (an MLP on 16×16 digits, mse) with repeats: the images reach
+    # the hand-written MLP step as (K, batch, C*H*W), not in the grouped-convolution layout.
+    mlp = {"dataset": {"name": "digits", "params": {"n_samples": 300}}, "loss": "mse",
+           "model": {"hidden_layers": hidden, "neurons": 8}, "optimizer": {"name": "sgd", "lr": 0.01},
+           "batch_size": 10, "epochs": 2}  # fmt: skip
+    check_group([variant(mlp, seed=s) for s in range(3)], val_rows=60)
+
+
 def test_two_target_members_with_a_shared_layer_end_as_they_would_alone() -> None:
     # SGD: Adam's normalized steps turn rounding-level gradient differences into visible ones
     # on near-zero gradients, which says nothing about the stacking (Adam is checked above).
