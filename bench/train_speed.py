@@ -16,12 +16,12 @@ import time
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ml.cpu import thread_count
 from ml.data import load_dataset, prepare
-from ml.layers import Conv
 from ml.networks import build_network
 from ml.objective import Objective
 from ml.spec import validate_spec
-from ml.train import default_threads, train
+from ml.train import train
 
 CONFIGS = {
     "A: ex1 model4 (2-16-16-1 ReLU, SGD 0.01, batch 10)": {
@@ -92,8 +92,7 @@ def main() -> None:
         if args.quick:
             spec = {**spec, "epochs": max(1, spec["epochs"] // 10)}
         checked = validate_spec(spec)
-        has_conv = any(isinstance(layer, Conv) for h in checked.plan.heads.values() for layer in h.layers)
-        threads = default_threads(checked.param_count, has_conv)
+        threads = thread_count(checked)
         torch.set_num_threads(threads)
         torch.backends.mkldnn.enabled = True  # the plain loop runs with PyTorch's defaults
         plain_s, steps, plain_m = plain_loop(spec)

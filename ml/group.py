@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
+from ml.cpu import cpu_settings, thread_count
 from ml.data import Split, load_dataset, prepare
 from ml.datasets import Dataset
 from ml.grouping import group_key
-from ml.layers import Conv
 from ml.networks import build_network
 from ml.objective import Objective
 from ml.optim import StackedOptimizer, flatten_parameters
@@ -34,7 +34,7 @@ from ml.results import EpochResult, TrainResult
 from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 from ml.stacked import StackedNetwork, fast_step, grouped, initial_rows
-from ml.train import EVAL_CHUNK, _cpu_settings, default_threads, permutation, resolve_device
+from ml.train import EVAL_CHUNK, permutation, resolve_device
 
 
 @dataclass
@@ -177,6 +177,7 @@ def train_group(
     checkpoint_seconds: float = 30.0,
     resume_from: dict[int, bytes] | None = None,
     threads: int | None = None,
+    processes: int = 1,
 ) -> list[TrainResult]:
     """Train every spec; member i's callbacks get i (its index in `specs`).
 
@@ -184,17 +185,14 @@ def train_group(
     `on_finish(i, result)` is called the moment member i ends (with its artifact);
     `on_epoch_end(epoch)` after every member's callbacks of an epoch (to write them together);
     `resume_from` maps indices to checkpoints (all from the same epoch: a group's checkpoints
-    are taken together)."""
+    are taken together); `threads` and `processes` as in `ml.train.train`."""
     started = time.perf_counter()
     upload = (lambda _id: dataset.info) if dataset is not None else None  # noqa: E731
     checked = [validate_spec(s, upload_info=upload) for s in specs]
     dev = resolve_device(device or checked[0].spec.device)
     data = load_dataset(checked[0].spec, dataset)
-    has_conv = any(isinstance(layer, Conv) for st in checked[0].plan.heads.values() for layer in st.layers) or any(
-        isinstance(layer, Conv) for layer in checked[0].plan.trunk.layers
-    )
-    n_threads = threads or default_threads(checked[0].param_count * len(checked), has_conv)
-    with _cpu_settings(dev, n_threads):
+    n_threads = thread_count(checked[0], len(checked), requested=threads, processes=processes)
+    with cpu_settings(dev, n_threads):
         trainer = GroupTrainer(checked, data, dev)
         for i, blob in (resume_from or {}).items():
             trainer.restore(trainer.members[i], blob)

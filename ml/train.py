@@ -11,18 +11,17 @@ continues exactly as if nothing had stopped (the shuffle depends only on seed an
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ml import fastmlp
 from ml.artifact import read_checkpoint
+from ml.cpu import cpu_settings, thread_count
 from ml.data import Split, load_dataset, prepare
 from ml.datasets import Dataset
-from ml.layers import Conv
 from ml.networks import Network, build_network
 from ml.objective import Objective
 from ml.optim import FlatOptimizer, flatten_parameters
@@ -31,7 +30,6 @@ from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
 
 EVAL_CHUNK = 8192  # validation rows per forward pass
-CORES = torch.get_num_threads()  # PyTorch's own choice, read before any run changes it
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -40,14 +38,6 @@ def resolve_device(requested: str) -> torch.device:
             raise RuntimeError("device 'cuda' was requested but no CUDA device is available to this worker")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def default_threads(param_count: int, has_conv: bool) -> int:
-    """Small models run fastest on one thread: a step is overhead, not arithmetic, and worker
-    processes share the cores (measured in bench/README.md: the report's CNN ran 5x slower on
-    two threads beside another busy process). Large models use the cores."""
-    limit = 200_000 if not has_conv else 1_000_000
-    return 1 if param_count <= limit else CORES
 
 
 def checkpoint_epoch(blob: bytes) -> int:
@@ -133,23 +123,6 @@ class Trainer:
         return self.book.artifact(self.network, self.params)
 
 
-@contextlib.contextmanager
-def _cpu_settings(device: torch.device, threads: int) -> Iterator[None]:
-    """Thread count and oneDNN for this run only; oneDNN's setup per call costs more than it
-    saves on small convolutions (measured in bench/README.md)."""
-    if device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    torch.set_num_threads(threads)
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a documented switch
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before[0])
-        torch.backends.mkldnn.enabled = before[1]
-
-
 def train(
     spec: ExperimentSpec | dict[str, Any],
     *,
@@ -161,18 +134,17 @@ def train(
     checkpoint_seconds: float = 30.0,
     resume_from: bytes | None = None,
     threads: int | None = None,
+    processes: int = 1,
 ) -> TrainResult:
-    """Train a spec to the end, to divergence, or until should_stop() says so."""
+    """Train a spec to the end, to divergence, or until should_stop() says so. `threads` (None:
+    `ml.cpu.thread_count`'s choice, for `processes` training processes on this host)."""
     started = time.perf_counter()
     upload = (lambda _id: dataset.info) if dataset is not None else None  # noqa: E731
     checked = validate_spec(spec, upload_info=upload)
     spec = checked.spec
     dev = resolve_device(device or spec.device)
     data = load_dataset(spec, dataset)
-    stacks = (checked.plan.trunk, *checked.plan.heads.values())
-    has_conv = any(isinstance(layer, Conv) for stack in stacks for layer in stack.layers)
-    n_threads = threads or default_threads(checked.param_count, has_conv)
-    with _cpu_settings(dev, n_threads):
+    with cpu_settings(dev, thread_count(checked, requested=threads, processes=processes)):
         trainer = Trainer(checked, data, dev)
         if resume_from is not None:
             trainer.restore(resume_from)

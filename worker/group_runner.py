@@ -20,19 +20,19 @@ from core.repositories import metrics as metrics_repo
 from core.settings import get_settings
 from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
-from worker.runner import (
+from worker.steps import (
     CANCEL_POLL_SECONDS,
-    _clean,
-    _finish,
-    _finite,
-    _resume_point,
-    choose_threads,
     claim_run,
+    clean,
     epoch_metrics,
+    finish,
+    finite,
     gave_up,
     keeps_best,
     over_time_limit,
+    resume_point,
     served_of,
+    thread_settings,
     time_limit_error,
 )
 
@@ -46,9 +46,9 @@ def epoch_row(experiment_id: str, result: EpochResult) -> dict[str, Any]:
     return {
         "experiment_id": experiment_id,
         "epoch": result.epoch,
-        "train_loss": _finite(result.train_loss),
-        "val_loss": _finite(result.val_loss),
-        "metrics": _clean(result.metrics),
+        "train_loss": finite(result.train_loss),
+        "val_loss": finite(result.val_loss),
+        "metrics": clean(result.metrics),
         "seconds": result.seconds,
     }
 
@@ -172,8 +172,8 @@ class GroupRun:
         if m.lost:
             log.warning("experiment %s: attempt %d was taken over; its result is dropped", m.experiment_id, m.attempt)
             return
-        best = _clean(result.best) if result.best else m.best
-        _finish(
+        best = clean(result.best) if result.best else m.best
+        finish(
             m.experiment_id,
             m.attempt,
             status=result.status,
@@ -182,7 +182,7 @@ class GroupRun:
             train_seconds=result.train_seconds,
             epochs_done=result.epochs_done,
             best=best,
-            served=_clean(result.served) if result.artifact is not None else None,
+            served=clean(result.served) if result.artifact is not None else None,
             artifact=result.artifact,
         )
 
@@ -200,7 +200,7 @@ def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
         elif row.cancel_requested:
             member.done = True
         elif claim.resumed:
-            member.resume_from, member.best = _resume_point(session, experiment_id, claim.attempt)
+            member.resume_from, member.best = resume_point(session, experiment_id, claim.attempt)
         return member
 
     member = in_session(claim_it)
@@ -210,7 +210,7 @@ def _claim(experiment_id: str, worker: str, takeover: bool) -> Member | None:
         gave_up(experiment_id, member.attempt)
         return None
     if member.done:
-        _finish(experiment_id, member.attempt, status="cancelled")
+        finish(experiment_id, member.attempt, status="cancelled")
         return None
     return member
 
@@ -254,7 +254,7 @@ def _train(members: list[Member]) -> dict[str, str]:
             on_finish=run.on_finish,
             checkpoint_seconds=settings.checkpoint_seconds,
             resume_from=resume or None,
-            threads=choose_threads(members[0].spec, members[0].param_count * len(members), settings),
+            **thread_settings(settings),
         )
     except Exception as exc:
         if over_time_limit(exc):
@@ -269,5 +269,5 @@ def _fail_unfinished(run: GroupRun, error: str) -> dict[str, str]:
     out = {}
     for m in run.members:
         if not m.done and not m.lost:
-            out[m.experiment_id] = _finish(m.experiment_id, m.attempt, status="failed", error=error)
+            out[m.experiment_id] = finish(m.experiment_id, m.attempt, status="failed", error=error)
     return out

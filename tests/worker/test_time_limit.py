@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from worker.runner import over_time_limit
+from worker.steps import over_time_limit
 
 
 def _raised(make: type[BaseException] | None) -> Exception:
