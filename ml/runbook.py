@@ -149,7 +149,9 @@ class RunBook:
                 "task": self.checked.task,
             }
             return save_artifact(
-                network, self.spec.model_dump(mode="json"), self.checked.info, self.norm.to_tensors(), extra
+                # Tags and notes live beside the spec (the service stores them apart): not in the model.
+                network, self.spec.model_dump(mode="json", exclude={"tags", "notes"}), self.checked.info,
+                self.norm.to_tensors(), extra,
             )
         finally:
             flat.copy_(current)
