@@ -11,7 +11,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +150,13 @@ def test_show_and_watch_say_how_many_are_queued_ahead(stack: Stack) -> None:
     watching = subprocess.Popen([*LABTRAIN, "watch", second["id"]], env=subprocess_env(stack),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_for(lambda: stack.experiment(second["id"])["status"] == "queued", 5)
-        time.sleep(3)  # watch has read the experiment and printed its first line
+        assert watching.stderr is not None
+        first_line = watching.stderr.readline()  # watch has read the experiment: it is still queued
     finally:
         for e in (first, second):
             stack.client.post(f"/experiments/{e['id']}/cancel")
-    _, err = watching.communicate(timeout=60)
-    assert f"status queued, {ahead} ahead on the gpu queue" in err
+    watching.communicate(timeout=60)
+    assert first_line.strip() == f"status queued, {ahead} ahead on the gpu queue"
 
 
 def test_cancel_an_experiment_and_a_sweep(stack: Stack) -> None:
