@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ml import fastmlp
 from ml.cpu import cpu_settings, thread_count
 from ml.data import Split, load_dataset, prepare
 from ml.datasets import Dataset
@@ -33,7 +34,7 @@ from ml.optim import StackedOptimizer, flatten_parameters
 from ml.results import EpochResult, TrainResult
 from ml.runbook import RunBook, divergence
 from ml.spec import CheckedSpec, ExperimentSpec, validate_spec
-from ml.stacked import StackedNetwork, fast_step, grouped, initial_rows
+from ml.stacked import StackedNetwork, bind_single, fast_step, grouped, initial_rows
 from ml.train import EVAL_CHUNK, permutation, resolve_device
 
 
@@ -66,8 +67,18 @@ class GroupTrainer:
         self.members = [Member(i, c, RunBook(c, self.norm, rows[i]), row=i) for i, c in enumerate(checked)]
         self.network = StackedNetwork(self.plan, rows)
         self.optimizer = StackedOptimizer([c.spec.optimizer for c in checked], self.network.params, self.network.layout)
-        self.fast = fast_step(self.network, self.info, self.loss)
+        self._bind()
         self.single, self.single_flat = _single(self.plan, device)
+
+    def _bind(self) -> None:
+        """The step functions of the current stack: at K = 1 a single network over the stack's
+        buffers (2-D products, one data gather: a lone run's cost), else the stacked ones."""
+        self.solo = bind_single(self.plan, self.network.params, self.network.grads) if self.network.k == 1 else None
+        if self.solo is not None:
+            supported = fastmlp.supports(self.solo, self.info, self.loss)  # type: ignore[arg-type]
+            self.fast = fastmlp.FastMLP.for_network(self.solo, self.info, self.loss) if supported else None  # type: ignore[arg-type]
+        else:
+            self.fast = fast_step(self.network, self.info, self.loss)
 
     @property
     def active(self) -> list[Member]:
@@ -82,6 +93,8 @@ class GroupTrainer:
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
         """One pass over the training rows for every member, each in its own order; (K,) losses."""
+        if self.solo is not None:
+            return self._train_solo(epoch)
         split, batch, k = self.train_split, self.batch, self.network.k
         n = len(split)
         seeds = [0] * k
@@ -115,11 +128,48 @@ class GroupTrainer:
                 total.add_(losses.detach(), alpha=min(batch, n - s))
         return total / n
 
+    def _train_solo(self, epoch: int) -> torch.Tensor:
+        """`train_epoch` for a stack of one: its data in 2-D, its single network's step."""
+        (member,) = self.active
+        split, batch, solo = self.train_split, self.batch, self.solo
+        assert solo is not None
+        n = len(split)
+        order = permutation(n, member.checked.spec.seed, epoch, self.device)
+        x = split.x[order]
+        ys = {name: v[order] for name, v in split.y.items()}
+        total = torch.zeros((), device=self.device)
+        params, grads, step = self.network.params, self.network.grads, self.optimizer.step
+        solo.train()
+        if self.fast is not None:
+            (y,) = ys.values()
+            fast = self.fast.step
+            with torch.no_grad():
+                for s in range(0, n, batch):
+                    xb = x[s : s + batch]
+                    loss = fast(xb, y[s : s + batch])
+                    step(params, grads)
+                    total.add_(loss, alpha=xb.shape[0])
+        else:
+            for s in range(0, n, batch):
+                xb = x[s : s + batch]
+                loss = self.objective.loss(solo(xb), {t: v[s : s + batch] for t, v in ys.items()})
+                grads.zero_()
+                loss.backward()
+                step(params, grads)
+                total.add_(loss.detach(), alpha=xb.shape[0])
+        return torch.tensor([float(total) / n], dtype=torch.float64)  # as a lone run divides
+
     @torch.no_grad()
     def evaluate(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(K,) validation losses and metrics, every member on the same rows."""
         split, k = self.val_split, self.network.k
         outs = []
+        if self.solo is not None:  # a lone run's evaluation, as (1,) values
+            self.solo.eval()
+            outs = [self.solo(split.x[s : s + EVAL_CHUNK]) for s in range(0, len(split), EVAL_CHUNK)]
+            one = {name: torch.cat([o[name] for o in outs]) for name in outs[0]}
+            metrics = self.objective.metric_tensors(one, split.y)
+            return self.objective.loss(one, split.y).reshape(1), {k: v.reshape(1) for k, v in metrics.items()}
         for s in range(0, len(split), EVAL_CHUNK):
             xs = split.x[s : s + EVAL_CHUNK]
             x = xs.repeat(1, k, 1, 1) if xs.dim() == 4 else xs.expand(k, *xs.shape)
@@ -153,7 +203,7 @@ class GroupTrainer:
         kept = self.network.layout.to_rows(self.network.params)[rows]
         self.network = StackedNetwork(self.plan, kept)
         self.optimizer.keep(rows, self.network.layout)
-        self.fast = fast_step(self.network, self.info, self.loss)
+        self._bind()
         for new_row, m in enumerate(active):
             m.row = new_row
 

@@ -9,13 +9,14 @@ the state is a few named flat tensors, which makes checkpoints trivial.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ml.spec import OptimizerSpec
 
+OptimizerName = Literal["sgd", "adam", "rmsprop", "adamw"]  # OptimizerSpec.name
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 RMSPROP_ALPHA = 0.99
@@ -92,6 +93,14 @@ class FlatOptimizer:
                 g = buf
             p.add_(g, alpha=-lr)
 
+    @classmethod
+    def from_values(cls, name: OptimizerName, lr: float, momentum: float, weight_decay: float) -> FlatOptimizer:
+        """An optimizer without state of its own (the caller gives it `state` and `steps`)."""
+        self = cls.__new__(cls)
+        self.name, self.lr, self.momentum, self.weight_decay = name, lr, momentum, weight_decay
+        self.steps, self.state = 0, {}
+        return self
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"opt.{k}": v for k, v in self.state.items()} | {"opt.steps": torch.tensor(self.steps)}
 
@@ -118,6 +127,8 @@ class StackedOptimizer:
         self.momentum = column([s.momentum or 0.0 for s in specs])
         self.weight_decay = column([s.weight_decay for s in specs])
         self.has_momentum = [bool(s.momentum) for s in specs]
+        # The exact settings (a float32 column rounds them), for a stack of one.
+        self.values: list[tuple[float, float, float]] = [(s.lr, s.momentum or 0.0, s.weight_decay) for s in specs]
         self.use_momentum = any(self.has_momentum) and self.name in ("sgd", "rmsprop")
         self.use_decay = bool(self.weight_decay.any())
         self.steps = 0
@@ -137,10 +148,16 @@ class StackedOptimizer:
         self.momentum_all = expand(self.momentum)
         self.decay_all = expand(self.weight_decay)
         self.decay_factor = expand(1.0 - self.lr * self.weight_decay)  # AdamW's decoupled decay
+        # A stack of one steps with plain numbers: a lone run's operations (and numbers), no
+        # per-parameter settings buffers to read.
+        self.solo = FlatOptimizer.from_values(self.name, *self.values[0]) if self.layout.k == 1 else None
+        if self.solo is not None:
+            self.solo.state, self.solo.steps = self.state, self.steps
 
     def freeze(self, k: int) -> None:
         """Member k never changes again (it finished; its results are already taken)."""
         self.lr[k] = 0.0
+        self.values[k] = (0.0, self.values[k][1], self.values[k][2])
         for t in self.state.values():  # a diverged member's NaN state would keep its row NaN
             self.layout.set_row(t, k, torch.zeros(self.layout.width, dtype=t.dtype, device=t.device))
         self._derive()
@@ -148,6 +165,10 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
         self.steps += 1
+        if self.solo is not None:
+            self.solo.steps = self.steps - 1
+            self.solo.step(p, g)
+            return
         if self.name == "adamw":
             if self.use_decay:
                 p.mul_(self.decay_factor)
@@ -194,6 +215,7 @@ class StackedOptimizer:
         """Keep only these members (compaction), in this order, in the new layout."""
         self.lr, self.momentum, self.weight_decay = self.lr[rows], self.momentum[rows], self.weight_decay[rows]
         self.has_momentum = [self.has_momentum[int(r)] for r in rows]
+        self.values = [self.values[int(r)] for r in rows]
         self.state = {name: layout.from_rows(self.layout.to_rows(t)[rows]) for name, t in self.state.items()}
         self.layout = layout
         self._derive()

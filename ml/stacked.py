@@ -174,6 +174,22 @@ def fast_step(network: StackedNetwork, info: DatasetInfo, loss: str) -> fastmlp.
     )
 
 
+def bind_single(plan: NetworkPlan, params: torch.Tensor, grads: torch.Tensor) -> nn.Module:
+    """A single network whose parameters and gradients are views of a stack of one's flat
+    buffers: at K = 1 each (1, *shape) block is the parameter itself, in the single network's
+    flat order, so the group trains its one member with plain 2-D products (`addmm`, `mm`),
+    as fast as a lone run and with the same numbers."""
+    network = build_network(plan).to(params.device)
+    offset = 0
+    for p in network.parameters():
+        n = p.numel()
+        p.data = params[offset : offset + n].view_as(p)
+        p.grad = grads[offset : offset + n].view_as(p)
+        offset += n
+    assert offset == params.numel(), "bind_single takes the buffers of a stack of one"
+    return network
+
+
 def member_network(plan: NetworkPlan) -> tuple[nn.Module, torch.Tensor]:
     """A single network whose flat parameter buffer can take any member's row (for artifacts)."""
     from ml.optim import flatten_parameters

@@ -176,6 +176,59 @@ def test_a_group_resumes_from_its_members_checkpoints_and_a_member_checkpoint_re
     assert_same_run(train(specs[1], resume_from=checkpoints[4][1]), alone[1], 80)
 
 
+def assert_identical(group: TrainResult, alone: TrainResult) -> None:
+    """The same numbers, not within a tolerance: a stack of one runs a lone run's operations."""
+    assert (group.status, group.epochs_done, group.error) == (alone.status, alone.epochs_done, alone.error)
+    assert [(h.epoch, h.train_loss, h.val_loss, h.metrics) for h in group.history] == [
+        (h.epoch, h.train_loss, h.val_loss, h.metrics) for h in alone.history
+    ]
+    assert group.best == alone.best
+    if alone.artifact is not None:
+        a_net, g_net = load_predictor(alone.artifact).network, load_predictor(group.artifact).network
+        for key, value in a_net.state_dict().items():
+            assert torch.equal(g_net.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        variant(MLP, optimizer={"name": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 0.01}),
+        variant(MLP, optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.1}, seed=4),
+        variant(MLP, optimizer={"name": "rmsprop", "lr": 0.003, "momentum": 0.5}, keep="last"),
+        variant(CNN, optimizer={"name": "adam", "lr": 0.01, "weight_decay": 0.001}),
+        variant(TWO, optimizer={"name": "sgd", "lr": 0.05}),
+        variant(GAUSS, optimizer={"name": "adam", "lr": 0.01}),
+        variant(MLP, optimizer={"name": "adam", "lr": 0.1}, epochs=40, early_stopping={"patience": 2}),
+        {"dataset": {"name": "digits", "params": {"n_samples": 300}}, "loss": "mse",
+         "model": {"hidden_layers": 1, "neurons": 8}, "batch_size": 10, "epochs": 2},
+    ],
+    ids=["sgd-fast", "adamw-fast", "rmsprop-fast-keep-last", "cnn-adam", "two-targets", "gaussian", "early-stop",
+         "mlp-on-images"],
+)  # fmt: skip
+def test_a_group_of_one_trains_exactly_as_train(spec: dict[str, Any]) -> None:
+    assert_identical(train_group([spec])[0], train(spec))
+
+
+def test_a_group_of_one_diverges_resumes_and_cancels_exactly_as_train() -> None:
+    house = {"dataset": {"name": "house_prices"}, "model": {"hidden_layers": 2, "neurons": 8}, "batch_size": 128,
+             "epochs": 10, "optimizer": {"name": "sgd", "lr": 1.5}}  # fmt: skip
+    assert_identical(train_group([house])[0], train(house))
+    spec = variant(MLP, optimizer={"name": "adam", "lr": 0.01})
+    checkpoints: dict[int, bytes] = {}
+    first = train_group([spec], on_checkpoint=lambda i, blob, epoch: checkpoints.setdefault(epoch, blob),
+                        checkpoint_seconds=0, cancelled=lambda: {0} if 4 in checkpoints else set())  # fmt: skip
+    assert first[0].status == "cancelled"
+    assert_identical(train_group([spec], resume_from={0: checkpoints[4]})[0], train(spec))
+    assert_identical(train(spec, resume_from=checkpoints[4]), train(spec))
+
+
+def test_a_group_left_with_one_member_goes_on_as_that_members_lone_run() -> None:
+    """Compaction down to one member switches to the stack-of-one step mid-run; the survivor
+    still ends as alone (within the stacked tolerance: its first epochs were stacked)."""
+    specs = [variant(MLP, epochs=2, seed=0), variant(MLP, epochs=8, seed=1, optimizer={"name": "adam", "lr": 0.01})]
+    check_group(specs, val_rows=80)
+
+
 def test_the_group_key_separates_what_cannot_be_stacked() -> None:
     key = lambda s: group_key(validate_spec(s))  # noqa: E731
     assert key(variant(MLP, seed=1, optimizer={"name": "adam", "lr": 0.5}, epochs=3)) == key(MLP)

@@ -15,9 +15,10 @@ from ml.data import load_dataset
 from ml.datasets import from_csv
 from ml.networks import build_network
 from ml.objective import Objective
-from ml.optim import FlatOptimizer, flatten_parameters
+from ml.optim import StackedOptimizer, flatten_parameters
 from ml.predict import load_predictor
 from ml.spec import OptimizerSpec, validate_spec
+from ml.stacked import Layout
 from ml.train import train
 
 SPIRALS = {"dataset": {"name": "spirals", "params": {"n_samples": 600}}, "loss": "bce",
@@ -94,18 +95,31 @@ def _compare_gradients(checked, x: torch.Tensor, y: torch.Tensor) -> None:
         ({"name": "rmsprop", "lr": 0.01, "momentum": 0.5}, lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5)),
     ],
 )  # fmt: skip
-def test_flat_optimizer_matches_torch_optim(spec: dict, reference) -> None:
+def test_the_optimizer_matches_torch_optim_alone_and_stacked(spec: dict, reference) -> None:
+    """A stack of one (a lone run: plain-number settings) and a stack of three whose members
+    differ in learning rate each step as torch.optim does on its own parameters."""
     torch.manual_seed(0)
-    ours = torch.randn(50)
-    theirs = torch.nn.Parameter(ours.clone())
-    opt = FlatOptimizer(OptimizerSpec(**spec), ours)
-    ref = reference([theirs])
-    for _ in range(25):
-        g = torch.randn(50)
-        opt.step(ours, g.clone())
-        theirs.grad = g.clone()
-        ref.step()
-    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-5, atol=1e-6)
+    shapes = [torch.Size([5, 6]), torch.Size([20])]  # two parameters, 50 numbers a member
+    for k in (1, 3):
+        specs = [OptimizerSpec(**(spec | {"lr": spec["lr"] * (i + 1)})) for i in range(k)]
+        layout = Layout(shapes, k)
+        rows = torch.randn(k, layout.width)
+        ours = layout.from_rows(rows)
+        theirs = [torch.nn.Parameter(rows[i].clone()) for i in range(k)]
+        opt = StackedOptimizer(specs, ours, layout)
+        refs = [reference([theirs[i]]) for i in range(k)]
+        for i, ref in enumerate(refs):
+            for group in ref.param_groups:
+                group["lr"] = specs[i].lr
+        for _ in range(25):
+            g = torch.randn(k, layout.width)
+            opt.step(ours, layout.from_rows(g))
+            for i, ref in enumerate(refs):
+                theirs[i].grad = g[i].clone()
+                ref.step()
+        torch.testing.assert_close(
+            layout.to_rows(ours), torch.stack([t.detach() for t in theirs]), rtol=1e-5, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize(
