@@ -162,13 +162,16 @@ class StackedOptimizer:
             self.layout.set_row(t, k, torch.zeros(self.layout.width, dtype=t.dtype, device=t.device))
         self._derive()
 
-    @torch.no_grad()
     def step(self, p: torch.Tensor, g: torch.Tensor) -> None:
         self.steps += 1
-        if self.solo is not None:
+        if self.solo is not None:  # one no_grad context a step, as a lone run's (its cost shows on model4)
             self.solo.steps = self.steps - 1
             self.solo.step(p, g)
             return
+        self._step_stacked(p, g)
+
+    @torch.no_grad()
+    def _step_stacked(self, p: torch.Tensor, g: torch.Tensor) -> None:
         if self.name == "adamw":
             if self.use_decay:
                 p.mul_(self.decay_factor)
