@@ -96,8 +96,10 @@ async def experiment_events(
             yield {"event": "epoch", "id": str(last_epoch), "data": _json(row)}
         if state.status != sent_status:
             sent_status = state.status
-            data = {"status": state.status, "epochs_done": state.epochs_done, "epochs": epochs, "error": state.error}
-            yield {"event": "status", "id": str(max(last_epoch, state.epochs_done)), "data": _json(data)}
+            # An epoch committed between the two reads of the poll is done too: the id and the data agree.
+            done = max(last_epoch, state.epochs_done)
+            data = {"status": state.status, "epochs_done": done, "epochs": epochs, "error": state.error}
+            yield {"event": "status", "id": str(done), "data": _json(data)}
             if state.status in TERMINAL_STATUSES:
                 return
         await anyio.sleep(POLL_SECONDS)

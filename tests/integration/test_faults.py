@@ -442,12 +442,14 @@ def _kill_every_attempt(stack: Stack, ids: list[str], attempts: int) -> None:
     for attempt in range(1, attempts + 1):
 
         def training(attempt: int = attempt) -> list[dict[str, Any]] | None:
+            # Every member claimed in this attempt, and the process training: members resumed from
+            # different checkpoints train one sub-group after another, so one may still wait.
             rows = [stack.experiment(i) for i in ids]
-            ok = all(r["status"] == "running" and r["attempt"] == attempt and r["epochs_done"] >= 5 for r in rows)
-            return rows if ok else None
+            claimed = all(r["status"] == "running" and r["attempt"] == attempt for r in rows)
+            return rows if claimed and any(r["epochs_done"] >= 5 for r in rows) else None
 
         rows = wait_for(training, 90, interval=0.05, what=f"attempt {attempt} to train")
-        _kill_training_process(stack, rows[0]["worker"])
+        _kill_training_process(stack, next(r["worker"] for r in rows if r["epochs_done"] >= 5))
 
 
 @pytest.mark.timeout(300)
@@ -473,7 +475,7 @@ def test_a_run_whose_process_dies_in_every_attempt_ends_failed(
             assert done["attempt"] == 2  # never claimed a third time
             assert "each of its 2 attempts" in done["error"]
             assert "LABTRAIN_MAX_ATTEMPTS=2" in done["error"]
-            assert 5 <= done["epochs_done"] < 20_000
+            assert done["epochs_done"] < 20_000
             # Nothing is served from a run that never finished, and its checkpoint is gone.
             assert stack.client.get(f"/experiments/{experiment_id}/model").status_code == 409
             with session_factory(get_engine(stack.database_url))() as session:
