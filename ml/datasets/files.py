@@ -22,8 +22,16 @@ from typing import NoReturn
 
 import numpy as np
 
-from ml.datasets.base import NO_LIMITS, Dataset, DatasetError, DatasetInfo, DatasetTooLarge, Target, UploadLimits
-from ml.datasets.base import excerpt as _excerpt
+from ml.datasets.base import (
+    NO_LIMITS,
+    Dataset,
+    DatasetError,
+    DatasetInfo,
+    DatasetTooLarge,
+    Target,
+    UploadLimits,
+    excerpt,
+)
 from ml.datasets.labels import check_labels, check_name, check_rows, labels_of, task_of
 
 # Cells read as missing (pandas' default NA spellings, plus blanks).
@@ -67,7 +75,7 @@ def _records(text: str) -> Iterator[list[str]]:
 
 def _columns(names: list[str]) -> str:
     more = f" and {len(names) - SHOWN_COLUMNS:,} more" if len(names) > SHOWN_COLUMNS else ""
-    return ", ".join(repr(_excerpt(h, 40)) for h in names[:SHOWN_COLUMNS]) + more
+    return ", ".join(repr(excerpt(h, 40)) for h in names[:SHOWN_COLUMNS]) + more
 
 
 def _header(record: list[str], text: str, target: str, limits: UploadLimits) -> tuple[list[str], int]:
@@ -96,7 +104,7 @@ def _header(record: list[str], text: str, target: str, limits: UploadLimits) -> 
     if duplicated:
         raise DatasetError(f"duplicate column names in the header: {_columns(duplicated)}")
     if target not in header:
-        raise DatasetError(f"no target column {_excerpt(target, 40)!r}; the columns are {_columns(header)}")
+        raise DatasetError(f"no target column {excerpt(target, 40)!r}; the columns are {_columns(header)}")
     if columns < 2:
         raise DatasetError(f"the file has no feature column besides the target {target!r}")
     return header, header.index(target)
@@ -143,7 +151,7 @@ class _Body:
     def _add_targets(self, cells: list[str], first_row: int) -> None:
         missing = next((i for i, c in enumerate(cells) if c.lower() in _MISSING), None)
         if missing is not None:
-            raise DatasetError(f"column {_excerpt(self.target, 40)!r} has a missing value in row {first_row + missing}")
+            raise DatasetError(f"column {excerpt(self.target, 40)!r} has a missing value in row {first_row + missing}")
         if not self.text_target:
             try:
                 self.targets.append(np.array(cells, dtype=object).astype(np.float64))
@@ -154,7 +162,7 @@ class _Body:
         self.targets.append(np.fromiter((codes.setdefault(c, len(codes)) for c in cells), np.int64, len(cells)))
         if len(codes) > MAX_TEXT_CLASSES:  # bounds the memory of an id-like column, refused anyway
             raise DatasetError(
-                f"target column {_excerpt(self.target, 40)!r} has more than {MAX_TEXT_CLASSES:,} distinct text "
+                f"target column {excerpt(self.target, 40)!r} has more than {MAX_TEXT_CLASSES:,} distinct text "
                 "values; a text target names classes, and every class needs at least 2 rows"
             )
 
@@ -165,24 +173,24 @@ class _Body:
                 text = cell.strip()
                 row = first_row + i
                 if text.lower() in _MISSING:
-                    raise DatasetError(f"column {_excerpt(column, 40)!r} has a missing value in row {row}")
+                    raise DatasetError(f"column {excerpt(column, 40)!r} has a missing value in row {row}")
                 try:
                     value = float(text)
                 except ValueError:
                     raise DatasetError(
-                        f"column {_excerpt(column, 40)!r} is not numeric: row {row} holds {_excerpt(text)!r}; "
+                        f"column {excerpt(column, 40)!r} is not numeric: row {row} holds {excerpt(text)!r}; "
                         "every column but the target must hold numbers"
                     ) from None
                 if not _finite32(value):
                     raise DatasetError(
-                        f"column {_excerpt(column, 40)!r} has a non-finite value in row {row} ({_excerpt(text)!r}); "
+                        f"column {excerpt(column, 40)!r} has a non-finite value in row {row} ({excerpt(text)!r}); "
                         "only finite numbers (within float32 range) are accepted"
                     )
         raise DatasetError("a cell could not be read as a number")  # not reached: the block had a bad cell
 
     def labels(self) -> tuple[np.ndarray, tuple[str, ...] | None]:
         """(y, classes) of the whole target column; checked (labels.py)."""
-        what = f"target column {_excerpt(self.target, 40)!r}"
+        what = f"target column {excerpt(self.target, 40)!r}"
         joined = np.concatenate(self.targets)
         if not self.text_target:
             return labels_of(joined, what)
