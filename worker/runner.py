@@ -16,6 +16,7 @@ from core.artifact_store import ArtifactStore
 from core.db import in_session
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
+from core.repositories import runs as runs_repo
 from core.settings import get_settings
 from ml.ranking import is_better
 from ml.results import EpochResult, TrainResult
@@ -57,7 +58,7 @@ def write_epoch(
         metrics=clean(result.metrics),
         seconds=result.seconds,
     )
-    experiments_repo.record_progress(
+    runs_repo.record_progress(
         session, experiment_id, attempt, epochs_done=result.epoch, latest=latest, best=best, served=served
     )
 
@@ -86,7 +87,7 @@ class Run:
             nonlocal tries
             tries += 1
             metrics_repo.relax_durability(session)
-            if not experiments_repo.touch(session, self.experiment_id, self.attempt):
+            if not runs_repo.touch(session, self.experiment_id, self.attempt):
                 return False
             if tries > 1:  # the commit of a lost try may have landed: write this epoch again
                 metrics_repo.delete_after(session, self.experiment_id, result.epoch - 1)
@@ -103,7 +104,7 @@ class Run:
         if now - self._last_poll < CANCEL_POLL_SECONDS:
             return False
         self._last_poll = now
-        cancel, ours = in_session(lambda s: experiments_repo.poll_control(s, self.experiment_id, self.attempt))
+        cancel, ours = in_session(lambda s: runs_repo.poll_control(s, self.experiment_id, self.attempt))
         self.lost = not ours
         self.cancelled = cancel
         return self.lost or self.cancelled
@@ -113,7 +114,7 @@ class Run:
             return
 
         def put(session: Any) -> bool:
-            if not experiments_repo.touch(session, self.experiment_id, self.attempt):
+            if not runs_repo.touch(session, self.experiment_id, self.attempt):
                 return False
             store = ArtifactStore.from_settings(get_settings())
             store.put(session, self.experiment_id, "checkpoint", blob, epoch=epoch)

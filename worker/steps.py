@@ -18,6 +18,7 @@ from core.db import in_session, reset_connections
 from core.repositories import artifacts
 from core.repositories import experiments as experiments_repo
 from core.repositories import metrics as metrics_repo
+from core.repositories import runs as runs_repo
 from core.settings import Settings, get_settings
 from core.tables import utcnow
 from ml.ranking import is_better
@@ -77,7 +78,7 @@ def time_limit_error(settings: Settings) -> str:
     return f"the run took longer than the limit of {settings.max_run_seconds} s (LABTRAIN_MAX_RUN_SECONDS)"
 
 
-def claim_run(session: Any, experiment_id: str, *, worker: str, takeover: bool) -> experiments_repo.Claim | None:
+def claim_run(session: Any, experiment_id: str, *, worker: str, takeover: bool) -> runs_repo.Claim | None:
     """The claim of single and group runs: a queued experiment, or a running one whose run is
     lost (stale heartbeat, or `takeover`: its message came back because its process died). A run
     whose every allowed attempt died is ended here instead (`claim.gave_up`), its checkpoint
@@ -85,7 +86,7 @@ def claim_run(session: Any, experiment_id: str, *, worker: str, takeover: bool) 
     forever."""
     settings = get_settings()
     stale_before = utcnow() - timedelta(seconds=settings.heartbeat_stale_seconds)
-    claim = experiments_repo.claim(
+    claim = runs_repo.claim(
         session,
         experiment_id,
         worker=worker,
@@ -129,7 +130,7 @@ def resume_point(session: Any, experiment_id: str, attempt: int) -> tuple[bytes 
             best = latest
     experiment = experiments_repo.get(session, experiment_id)
     served = served_of(keeps_best(experiment.spec) if experiment is not None else True, latest, best)
-    experiments_repo.record_progress(
+    runs_repo.record_progress(
         session, experiment_id, attempt, epochs_done=done, latest=latest, best=best, served=served
     )
     return blob, best
@@ -145,13 +146,13 @@ def finish(
     **values: Any,
 ) -> str:
     def write(session: Any) -> bool:
-        if not experiments_repo.touch(session, experiment_id, attempt):
+        if not runs_repo.touch(session, experiment_id, attempt):
             return False
         store = ArtifactStore.from_settings(get_settings())
         if artifact is not None:
             store.put(session, experiment_id, "model", artifact, epoch=values.get("epochs_done"))
         store.remove(session, experiment_id, "checkpoint")  # a finished run never resumes
-        experiments_repo.finish(session, experiment_id, attempt, status=status, error=error, **values)
+        runs_repo.finish(session, experiment_id, attempt, status=status, error=error, **values)
         return True
 
     if not in_session(write):

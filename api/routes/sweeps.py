@@ -10,8 +10,8 @@ from fastapi.responses import PlainTextResponse
 
 from api.deps import CeleryDep, OwnerDep, SettingsDep, UowDep
 from api.schemas import SweepPage, SweepRead, SweepTableRead, SweepUpdate
+from api.services import sweep_tables, tagging
 from api.services import sweeps as service
-from api.services import tagging
 from ml.spec import MAX_TAGS, Tag
 from ml.sweeps import SweepRequest
 
@@ -155,10 +155,10 @@ def read_sweep_table(
     table, read = service.sweep_table(uow.session, owner, sweep_id)
     if format == "csv":
         return PlainTextResponse(
-            service.table_csv(table),
+            sweep_tables.table_csv(table),
             media_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="sweep-{sweep_id}.csv"'},
         )
     if format == "markdown":
-        return PlainTextResponse(service.table_markdown(table), media_type="text/markdown")
+        return PlainTextResponse(sweep_tables.table_markdown(table), media_type="text/markdown")
     return read

@@ -110,11 +110,11 @@ def annotated_hash(normalized: dict[str, Any]) -> str:
     return _request_hash({k: v for k, v in normalized.items() if k not in ("tags", "notes") or v})
 
 
-def _enqueue_after_commit(uow: UnitOfWork, celery: Celery, experiment: Experiment) -> None:
-    _enqueue_group_after_commit(uow, celery, [experiment])
+def enqueue_after_commit(uow: UnitOfWork, celery: Celery, experiment: Experiment) -> None:
+    enqueue_group_after_commit(uow, celery, [experiment])
 
 
-def _enqueue_group_after_commit(uow: UnitOfWork, celery: Celery, experiments: list[Experiment]) -> None:
+def enqueue_group_after_commit(uow: UnitOfWork, celery: Celery, experiments: list[Experiment]) -> None:
     """Send these experiments after the commit: one task, or one group task training them
     together as one stacked network (they share a queue and `ml.grouping.group_key`)."""
     ids, queue = [e.id for e in experiments], experiments[0].queue
@@ -204,7 +204,7 @@ def create_experiment(
         if existing is None:
             raise
         return _replay(uow, celery, existing, digest, idempotency_key), False
-    _enqueue_after_commit(uow, celery, experiment)
+    enqueue_after_commit(uow, celery, experiment)
     return experiment, True
 
 
@@ -215,7 +215,7 @@ def _replay(uow: UnitOfWork, celery: Celery, existing: Experiment, digest: str, 
             "use a new key for a new experiment"
         )
     if existing.status == "queued":
-        _enqueue_after_commit(uow, celery, existing)
+        enqueue_after_commit(uow, celery, existing)
     return existing
 
 

@@ -25,7 +25,8 @@ from api.model_cache import ModelCache
 from api.schemas import epoch_row
 from api.services.experiments import get_experiment
 from api.services.predictions import cached_model, evaluation_dataset, serving_ref
-from api.services.sweeps import Table, build_table, get_sweep, sweep_status
+from api.services.sweep_tables import Table, build_table
+from api.services.sweeps import get_sweep, sweep_status
 from core.artifact_store import ArtifactStore
 from core.repositories import datasets as datasets_repo
 from core.repositories import experiments as experiments_repo

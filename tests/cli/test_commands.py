@@ -20,7 +20,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from cli.main import app
-from tests.conftest import Stack, _free_port, wait_for
+from tests.conftest import Stack, free_port, wait_for
 from tests.integration.test_auth import keyed_api  # noqa: F401 (a fixture: a second API with two owners' keys)
 from tests.integration.test_experiments import parked_spec, tiny_spec
 
@@ -130,7 +130,7 @@ def test_refusals_are_one_readable_line_with_their_exit_code(stack: Stack, tmp_p
     refused(labtrain(stack.base_url, "table", "no-such-sweep"), 1, "error: SweepNotFound: ")
     refused(labtrain(stack.base_url, "table", "x", "--format", "html"), 2, "--format 'html'")
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     expected = f"error: cannot reach the service at {dead} (is `labtrain up` running?)"
     for args in (["list"], ["show", "x"], ["submit", str(write(tmp_path / "ok.json", tiny_spec("ok")))]):
         assert refused(labtrain(dead, *args), 1) == expected

@@ -24,7 +24,7 @@ import yaml
 
 import labtrain
 from labtrain import Client
-from tests.conftest import ROOT, Stack, _free_port, api_process
+from tests.conftest import ROOT, Stack, api_process, free_port
 from tests.integration.test_experiments import parked_spec, tiny_spec
 
 pytestmark = pytest.mark.integration
@@ -261,7 +261,7 @@ def test_errors_carry_the_code_the_status_and_the_field_paths(client: Client) ->
     with pytest.raises(TypeError, match="a spec is a dict"):
         client.submit(42)
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(labtrain.ServiceUnreachable, match="cannot reach the service"), Client(dead) as nobody:
         nobody.experiment("x")
     assert not Client(dead).health()

@@ -1,5 +1,6 @@
 """Fixtures of the serving tests (test_predictions, test_model_store): one trained experiment per
-task kind, and a second API process with a small cache, a row limit, an artifact directory and keys."""
+task kind, and a second API process with a small cache, a row limit, an artifact directory and keys;
+and of the fault tests (test_faults, test_attempts): a fresh database and a Redis of the test's own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Stack, api_process
+from tests.conftest import Stack, api_process, fresh_database
+from tests.integration.faults import RedisServer
 from tests.integration.serving import ALICE_KEY, DEFAULT_KEY, MAX_ROWS, SMALL_CACHE, SPECS, sample_rows
 
 
@@ -47,3 +49,29 @@ def small_api(stack: Stack, artifact_dir: Path, tmp_path_factory: pytest.TempPat
     log = tmp_path_factory.mktemp("small-api") / "api.log"
     with api_process(stack, env, log, {"X-API-Key": DEFAULT_KEY}) as client:
         yield client
+
+
+# -- the fault tests' fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of this test's own (the session's `stack` never sees it)."""
+    with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db(tmp_path: Path) -> Iterator[str]:
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

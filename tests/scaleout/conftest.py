@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from core.db import upgrade_database
-from tests.conftest import Stack, _api_argv, _free_port, _start, fresh_database
+from tests.conftest import Stack, api_argv, free_port, fresh_database, start_process
 from tests.scaleout.hosts import BrokerServer, Forwarder, Host, Workers, network, require_namespaces
 
 # Re-sending in seconds: the reconciler every second, a run silent for 10 s is taken over. So short
@@ -88,9 +88,9 @@ def start_cluster(
                 PYTHONUNBUFFERED="1",
             )
             env.update(FAST_RECOVERY | (env_extra or {}))  # env_extra may override the recovery settings
-            port = _free_port()
+            port = free_port()
             api_log = api_dir / "api.log"
-            api = _start(_api_argv(port), env, api_log)
+            api = start_process(api_argv(port), env, api_log)
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
             stack = Stack(
                 f"http://127.0.0.1:{port}", database_url, broker.url(), env, client, api, logs={"api": api_log}

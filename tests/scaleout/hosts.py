@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, _free_port, wait_for
+from tests.conftest import ROOT, free_port, wait_for
 
 SUBNET = ipaddress.ip_network("10.213.0.0/16")  # the tests' own: one /24 per test, /30 per host
 LOCK = Path("/tmp/labtrain-scaleout.lock")  # serializes choosing a /24 between parallel test sessions
@@ -148,7 +148,7 @@ class BrokerServer:
     def __init__(self, workdir: Path, addresses: list[str]) -> None:
         self.workdir = workdir
         self.addresses = ["127.0.0.1", *addresses]
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, address: str = "127.0.0.1") -> str:

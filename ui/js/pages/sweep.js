@@ -8,7 +8,7 @@ import { fixed, fmtDate, fmtInt, h, message, pyG, statusBadge, tableFrame } from
 
 const X_CANDIDATES = ["lr", "bs", "ep", "hidlay", "neur", "convlay", "ks", "par"];
 
-/** A table cell as the API's markdown writes it (api/services/sweeps.py table_markdown). */
+/** A table cell as the API's markdown writes it (api/services/sweep_tables.py table_markdown). */
 export function cell(column, row, metrics) {
   const value = row[column];
   if (metrics.includes(column)) {
