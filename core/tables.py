@@ -142,6 +142,7 @@ class Experiment(Base):
         Index("ix_experiments_owner_status_created", "owner", "status", "created_at", "id"),
         Index("ix_experiments_sweep", "sweep_id", "created_at", "id"),
         Index("ix_experiments_status_heartbeat", "status", "heartbeat_at"),  # the reconciler's scan
+        Index("ix_experiments_queue_order", "status", "queue", "created_at", "id"),  # queue_position
         Index("ix_experiments_dataset", "dataset_id"),  # "is this upload in use?" and the FK check on delete
     )
 
